@@ -1,0 +1,3 @@
+"""The REST API under /api/ (routers for every domain app)."""
+
+urlpatterns: list = []

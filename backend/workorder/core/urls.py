@@ -1,0 +1,3 @@
+"""Operational endpoints outside /api/: /health/, /ready/, /metrics/."""
+
+urlpatterns: list = []

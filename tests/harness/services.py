@@ -1,0 +1,217 @@
+"""Throwaway servers for tests: PostgreSQL and Redis on loopback / unix sockets in a temp directory.
+
+Binaries are looked up on PATH first (Nix dev shell), then in Debian's locations. Every server is
+started by the test that needs it and stopped after; nothing listens beyond loopback.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+class MissingBinary(RuntimeError):
+    pass
+
+
+def find_binary(name: str, extra_globs: tuple[str, ...] = ()) -> str:
+    """`name` from PATH, else from Debian locations (e.g. /usr/lib/postgresql/*/bin)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates: list[str] = []
+    for pattern in extra_globs:
+        candidates.extend(sorted(glob.glob(pattern), reverse=True))
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise MissingBinary(f"{name} not found on PATH nor in {', '.join(extra_globs) or 'the usual places'}")
+
+
+def pg_binary(name: str) -> str:
+    try:
+        bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        candidate = os.path.join(bindir, name)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return find_binary(name, (f"/usr/lib/postgresql/*/bin/{name}",))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster (initdb in a temp dir) on 127.0.0.1:<free port> and a unix socket.
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to and runs as `postgres`.
+    """
+
+    def __init__(self, base_dir: str | None = None, port: int | None = None):
+        self.base = Path(base_dir or tempfile.mkdtemp(prefix="wo-pg-"))
+        self.data_dir = self.base / "data"
+        self.socket_dir = self.base / "sock"
+        self.log_file = self.base / "postgres.log"
+        self.port = port or free_port()
+        self.user = "postgres"
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _cmd(self, args: list[str]) -> list[str]:
+        if _as_root():
+            return ["runuser", "-u", "postgres", "--", *args]
+        return args
+
+    def _run(self, args: list[str], **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(self._cmd(args), check=True, capture_output=True, text=True, **kwargs)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """libpq environment for pg_dump, psql, pg_restore."""
+        return {"PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGUSER": self.user}
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgres://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def init(self) -> "PostgresServer":
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        if _as_root():
+            pw = pwd.getpwnam("postgres")
+            for path in (self.base, self.socket_dir):
+                os.chown(path, pw.pw_uid, pw.pw_gid)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run([pg_binary("initdb"), "-D", str(self.data_dir), "-U", self.user, "--auth=trust",
+                       "--encoding=UTF8", "--locale=C.UTF-8" if _has_c_utf8() else "--no-locale"])
+        return self
+
+    def start(self) -> "PostgresServer":
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.init()
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.socket_dir} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            "-c shared_buffers=128MB"
+        )
+        subprocess.run(
+            self._cmd([pg_binary("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
+                       "-w", "-t", "60", "start"]),
+            check=True, capture_output=True, text=True, cwd="/",
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.data_dir / "postmaster.pid").exists():
+            subprocess.run(self._cmd([pg_binary("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]),
+                           capture_output=True, text=True, cwd="/")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        result = subprocess.run(
+            [pg_binary("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dbname, "-c", sql],
+            env={**os.environ, **self.env}, capture_output=True, text=True, check=True,
+        )
+        return result.stdout.strip()
+
+    def create_database(self, name: str) -> str:
+        self.psql(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def cleanup(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> "PostgresServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+
+def _has_c_utf8() -> bool:
+    try:
+        out = subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout.lower()
+    except OSError:
+        return False
+    return "c.utf8" in out or "c.utf-8" in out
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1:<free port> and a unix socket, without persistence."""
+
+    def __init__(self, base_dir: str | None = None, port: int | None = None, maxmemory: str = "256mb"):
+        self.base = Path(base_dir or tempfile.mkdtemp(prefix="wo-redis-"))
+        self.port = port or free_port()
+        self.socket_path = self.base / "redis.sock"
+        self.maxmemory = maxmemory
+        self.process: subprocess.Popen | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> "RedisServer":
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [find_binary("redis-server", ("/usr/bin/redis-server", "/usr/sbin/redis-server")),
+             "--bind", "127.0.0.1", "--port", str(self.port), "--unixsocket", str(self.socket_path),
+             "--unixsocketperm", "770", "--save", "", "--appendonly", "no", "--dir", str(self.base),
+             "--maxmemory", self.maxmemory, "--protected-mode", "yes"],
+            stdout=open(self.base / "redis.log", "ab"), stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()

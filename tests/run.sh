@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian/Ubuntu machine: installs what it needs (Debian packages,
+# a virtualenv with the pinned Python dependencies), then runs every stage. Usage: bash tests/run.sh
+# Stages can be picked: bash tests/run.sh backend loadtest repo   (default: all of them)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# --- system packages (skipped when every binary is already on PATH or in Debian's locations) ---
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+have redis-server || need_apt+=(redis-server)
+have nginx || need_apt+=(nginx)
+have prometheus || need_apt+=(prometheus)
+have prometheus-node-exporter || need_apt+=(prometheus-node-exporter)
+have prometheus-postgres-exporter || need_apt+=(prometheus-postgres-exporter)
+have prometheus-redis-exporter || need_apt+=(prometheus-redis-exporter)
+have prometheus-nginx-exporter || need_apt+=(prometheus-nginx-exporter)
+have promtool || need_apt+=(prometheus)
+have nix-instantiate || need_apt+=(nix-bin)
+have runuser || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: ${need_apt[*]} (run as root or install them)" >&2
+    exit 2
+  fi
+  log "installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" python3-venv >/dev/null
+fi
+# Debian starts the packaged services on install; the tests run their own on loopback instead.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+  systemctl stop postgresql redis-server nginx prometheus 'prometheus-*' >/dev/null 2>&1 || true
+fi
+
+# --- Python environment, pinned by backend/constraints.txt -------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.installed-$(cat backend/constraints.txt backend/pyproject.toml loadtest/pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  log "installing Python dependencies (pinned)"
+  .venv/bin/pip install -q --disable-pip-version-check -c backend/constraints.txt -e 'backend[test]' -e 'loadtest[test]'
+  touch "$stamp"
+fi
+export PATH="$ROOT/.venv/bin:$PATH"
+
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(backend loadtest repo)
+status=0
+for stage in "${stages[@]}"; do
+  case $stage in
+    backend) log "backend tests (real PostgreSQL, Redis, gunicorn, daphne)"; (cd backend && python -m pytest -p no:cacheprovider) || status=1 ;;
+    loadtest) log "load test suite tests"; (cd loadtest && python -m pytest -p no:cacheprovider) || status=1 ;;
+    repo) log "cross-package tests: Nix files, monitoring rules, CI workflow, production stack"; python -m pytest -p no:cacheprovider -c tests/pytest.ini --rootdir "$ROOT" tests || status=1 ;;
+    *) echo "unknown stage: $stage (backend, loadtest, repo)" >&2; exit 2 ;;
+  esac
+done
+exit $status
