@@ -1,0 +1,89 @@
+"""JSON errors everywhere, one shape.
+
+Every error response body is:
+    {"detail": "<human-readable summary>", "code": "<machine code>", "errors": {"<field>": ["<message>", ...]}}
+`errors` holds per-field messages for 400 validation errors ("non_field_errors" for the body as a
+whole) and is {} otherwise. Codes: invalid, parse_error, not_authenticated, authentication_failed,
+permission_denied, not_found, method_not_allowed, not_acceptable, unsupported_media_type,
+throttled, conflict, server_error.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.db import DataError
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler, set_rollback
+
+logger = logging.getLogger("workorder.api")
+
+
+class Conflict(exceptions.APIException):
+    """409: the request is valid but the object's current state does not allow it."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The object's current state does not allow this."
+    default_code = "conflict"
+
+
+def _flatten(detail) -> list[str]:
+    if isinstance(detail, dict):
+        out: list[str] = []
+        for key, value in detail.items():
+            out.extend(f"{key}: {message}" for message in _flatten(value))
+        return out
+    if isinstance(detail, (list, tuple)):
+        out = []
+        for item in detail:
+            out.extend(_flatten(item))
+        return out
+    return [str(detail)]
+
+
+def _field_errors(detail) -> dict[str, list[str]]:
+    if isinstance(detail, dict):
+        return {str(key): _flatten(value) for key, value in detail.items()}
+    return {"non_field_errors": _flatten(detail)}
+
+
+def _code(exc: exceptions.APIException) -> str:
+    codes = exc.get_codes()
+    if isinstance(codes, str):
+        return codes
+    return exc.default_code
+
+
+def json_exception_handler(exc, context):
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, DataError):
+        # e.g. a value the database cannot store; the caller sent something out of range.
+        exc = exceptions.ValidationError({"non_field_errors": ["A value is out of the accepted range."]})
+
+    response = exception_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
+        set_rollback()
+        return Response(
+            {"detail": "Internal server error.", "code": "server_error", "errors": {}},
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+
+    if isinstance(exc, exceptions.ValidationError):
+        errors = _field_errors(exc.detail)
+        first = next(iter(errors.items()), None)
+        summary = "Invalid input."
+        if first and first[1]:
+            summary = first[1][0] if first[0] == "non_field_errors" else f"{first[0]}: {first[1][0]}"
+        body = {"detail": summary, "code": "invalid", "errors": errors}
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        body = {"detail": " ".join(_flatten(detail)), "code": _code(exc), "errors": {}}
+    response.data = body
+    return response

@@ -1,0 +1,150 @@
+"""Work orders, their tasks (one per routing step) and every progress report as its own row.
+
+State changes go through production/services.py (row locks / conditional UPDATEs); never save()
+a status from a view.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Priority(models.TextChoices):
+    LOW = "low", "Low"
+    NORMAL = "normal", "Normal"
+    HIGH = "high", "High"
+    URGENT = "urgent", "Urgent"
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    APPROVED = "approved", "Approved"
+    REJECTED = "rejected", "Rejected"
+
+
+class WorkOrderStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class TaskStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class NumberSequence(models.Model):
+    """Gap-tolerant counters for human-readable numbers (WO-2026-000123), one row per name+year.
+
+    Incremented under a row lock (services.next_numbers), so concurrent creations never collide.
+    """
+
+    name = models.CharField(max_length=50, primary_key=True)
+    last_value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.last_value}"
+
+
+class WorkOrder(models.Model):
+    number = models.CharField(max_length=32, unique=True, editable=False)
+    customer = models.ForeignKey("catalog.Customer", on_delete=models.PROTECT, related_name="work_orders")
+    product = models.ForeignKey("catalog.Product", on_delete=models.PROTECT, related_name="work_orders")
+    production_quantity = models.PositiveIntegerField()
+    delivery_date = models.DateField()
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    approval_status = models.CharField(
+        max_length=10, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING
+    )
+    status = models.CharField(max_length=12, choices=WorkOrderStatus.choices, default=WorkOrderStatus.OPEN)
+    rejection_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="created_work_orders"
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="decided_work_orders",
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "-id"], name="wo_status_idx"),
+            models.Index(fields=["approval_status", "-id"], name="wo_approval_idx"),
+            models.Index(fields=["priority", "-id"], name="wo_priority_idx"),
+            models.Index(fields=["customer", "-id"], name="wo_customer_idx"),
+            models.Index(fields=["created_by", "-id"], name="wo_created_by_idx"),
+            models.Index(fields=["delivery_date", "id"], name="wo_delivery_idx"),
+            models.Index(fields=["created_at"], name="wo_created_at_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(production_quantity__gt=0), name="wo_quantity_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class Task(models.Model):
+    """One routing step of an approved work order, done by one department (and one operator)."""
+
+    work_order = models.ForeignKey(WorkOrder, on_delete=models.CASCADE, related_name="tasks")
+    process = models.ForeignKey("catalog.Process", on_delete=models.PROTECT, related_name="tasks")
+    sequence = models.PositiveIntegerField(help_text="1-based position in the work order's routing")
+    assigned_department = models.ForeignKey("catalog.Department", on_delete=models.PROTECT, related_name="tasks")
+    assigned_operator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="assigned_tasks"
+    )
+    status = models.CharField(max_length=12, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    planned_quantity = models.PositiveIntegerField()
+    completed_quantity = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["work_order", "sequence"], name="task_unique_sequence"),
+            models.CheckConstraint(
+                condition=Q(completed_quantity__lte=models.F("planned_quantity")), name="task_not_over_planned"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "id"], name="task_status_idx"),
+            models.Index(fields=["assigned_department", "status", "id"], name="task_dept_status_idx"),
+            models.Index(fields=["assigned_department", "id"], name="task_dept_idx"),
+            models.Index(fields=["assigned_operator", "status", "id"], name="task_operator_status_idx"),
+            models.Index(fields=["process", "id"], name="task_process_idx"),
+            models.Index(fields=["created_at"], name="task_created_at_idx"),
+            models.Index(fields=["updated_at"], name="task_updated_at_idx"),
+            models.Index(fields=["completed_at"], name="task_completed_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.work_order_id}/{self.sequence}"
+
+
+class ProgressReport(models.Model):
+    """Units produced on a task, reported by one operator at one time. Append-only history."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="progress_reports")
+    operator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="progress_reports")
+    quantity = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["task", "-created_at"], name="progress_task_idx")]
+        constraints = [models.CheckConstraint(condition=Q(quantity__gt=0), name="progress_quantity_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}+{self.quantity}"
