@@ -1,0 +1,206 @@
+{
+  description = "workorder: shop-floor work orders (Django, DRF, Channels) with its NixOS module, VM tests and Locust SLA gate";
+
+  # One input, pinned in flake.lock to a nixos-25.11 revision.
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
+
+  outputs =
+    { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+
+      forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
+
+      # Everything from the repository that the checks read (the flake source is already
+      # limited to files tracked by git).
+      testSource = lib.fileset.toSource {
+        root = ./.;
+        fileset = lib.fileset.unions [
+          ./backend
+          ./loadtest
+          ./tests/harness
+        ];
+      };
+    in
+    {
+      packages = forAllSystems (
+        pkgs:
+        let
+          workorder = pkgs.callPackage ./nix/package.nix {
+            vmTests = {
+              inherit (self.checks.${pkgs.stdenv.hostPlatform.system}) vm-loadtest vm-backup;
+            };
+          };
+        in
+        {
+          inherit workorder;
+          workorder-loadtest = pkgs.callPackage ./nix/loadtest.nix { };
+          default = workorder;
+        }
+      );
+
+      apps = forAllSystems (
+        pkgs:
+        let
+          packages = self.packages.${pkgs.stdenv.hostPlatform.system};
+        in
+        {
+          # nix run .#loadtest -- --host https://staging.example.org --users 100 --spawn-rate 10 --run-time 60s
+          loadtest = {
+            type = "app";
+            program = lib.getExe packages.workorder-loadtest;
+            meta.description = "Locust load test with the SLA gate (exit 0 met, 1 missed, 2 invalid)";
+          };
+          # nix run .#manage -- check   (Django's manage.py; configuration from the environment)
+          manage = {
+            type = "app";
+            program = lib.getExe' packages.workorder "workorder-manage";
+            meta.description = "workorder-manage (Django management commands)";
+          };
+          default = self.apps.${pkgs.stdenv.hostPlatform.system}.loadtest;
+        }
+      );
+
+      # services.workorder; the package defaults to this flake's build for the host's system.
+      nixosModules.default =
+        { lib, pkgs, ... }:
+        {
+          imports = [ ./nix/module.nix ];
+          services.workorder.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.workorder;
+        };
+      nixosModules.workorder = self.nixosModules.default;
+
+      checks = forAllSystems (
+        pkgs:
+        let
+          system = pkgs.stdenv.hostPlatform.system;
+          packages = self.packages.${system};
+          inherit (packages) workorder workorder-loadtest;
+
+          backendPython = workorder.python.withPackages (
+            ps: workorder.runtimeDependencies ps ++ workorder.testDependencies ps
+          );
+          loadtestPython = workorder-loadtest.python.withPackages (
+            ps: workorder-loadtest.runtimeDependencies ps ++ workorder-loadtest.testDependencies ps
+          );
+        in
+        {
+          # The packages build (static files collected, wrappers made).
+          inherit workorder workorder-loadtest;
+
+          # Django's system checks and "no missing migrations", on the embedded SQLite default.
+          workorder-django-check =
+            pkgs.runCommand "workorder-django-check" { nativeBuildInputs = [ workorder ]; }
+              ''
+                export HOME=$TMPDIR WORKORDER_STATE_DIR=$TMPDIR/state DJANGO_SECRET_KEY=check-only
+                mkdir -p $WORKORDER_STATE_DIR
+                workorder-manage check
+                workorder-manage makemigrations --check --dry-run
+                workorder-daphne --help > /dev/null
+                workorder-backup --help > /dev/null
+                touch $out
+              '';
+
+          # backend/tests that need no server beyond PostgreSQL (the harness starts a throwaway
+          # one with initdb from PATH); tests marked `services` need Redis/gunicorn/daphne.
+          backend-tests =
+            pkgs.runCommand "workorder-backend-tests"
+              {
+                nativeBuildInputs = [
+                  backendPython
+                  pkgs.postgresql
+                  pkgs.redis
+                ];
+              }
+              ''
+                cp -r ${testSource} src && chmod -R u+w src && cd src/backend
+                export HOME=$TMPDIR
+                python -m pytest -p no:cacheprovider -m "not services"
+                touch $out
+              '';
+
+          loadtest-tests =
+            pkgs.runCommand "workorder-loadtest-tests" { nativeBuildInputs = [ loadtestPython ]; }
+              ''
+                cp -r ${testSource} src && chmod -R u+w src && cd src/loadtest
+                export HOME=$TMPDIR
+                python -m pytest -p no:cacheprovider
+                touch $out
+              '';
+
+          # The whole production stack booted in VMs and load-tested against the SLA.
+          vm-loadtest = pkgs.testers.runNixOSTest (
+            import ./nix/tests/vm-loadtest.nix {
+              module = self.nixosModules.default;
+              inherit workorder-loadtest;
+            }
+          );
+          # Backup, restore, retention and backup metrics.
+          vm-backup = pkgs.testers.runNixOSTest (
+            import ./nix/tests/vm-backup.nix { module = self.nixosModules.default; }
+          );
+        }
+      );
+
+      devShells = forAllSystems (
+        pkgs:
+        let
+          packages = self.packages.${pkgs.stdenv.hostPlatform.system};
+          inherit (packages) workorder workorder-loadtest;
+          python = workorder.python.withPackages (
+            ps:
+            workorder.runtimeDependencies ps
+            ++ workorder.testDependencies ps
+            ++ workorder-loadtest.runtimeDependencies ps
+            ++ workorder-loadtest.testDependencies ps
+            ++ [
+              ps.pip
+              ps.setuptools
+            ]
+          );
+        in
+        {
+          # `nix develop -c bash tests/run.sh`: every service binary the tests start comes from
+          # nixpkgs and is found on PATH by tests/harness (find_binary tries PATH first).
+          default = pkgs.mkShell {
+            packages = [
+              python
+              pkgs.postgresql
+              pkgs.redis
+              pkgs.nginx
+              pkgs.prometheus
+              pkgs.prometheus.cli # promtool
+              pkgs.prometheus-node-exporter
+              pkgs.prometheus-postgres-exporter
+              pkgs.prometheus-redis-exporter
+              pkgs.prometheus-nginx-exporter
+              pkgs.util-linux # runuser
+              pkgs.nix # nix-instantiate --parse in tests/nix
+              pkgs.nixfmt
+            ];
+            shellHook = ''
+              # Editable installs of backend/ and loadtest/ on top of the Nix Python (no downloads):
+              # gives the console scripts (workorder-manage, workorder-daphne, workorder-backup,
+              # workorder-loadtest) that the stack test starts. tests/run.sh then skips its pip step.
+              if [ -f backend/pyproject.toml ] && [ -f loadtest/pyproject.toml ]; then
+                export WORKORDER_NIX_VENV="$PWD/.venv-nix"
+                if [ ! -x "$WORKORDER_NIX_VENV/bin/python" ]; then
+                  python -m venv --system-site-packages "$WORKORDER_NIX_VENV"
+                  "$WORKORDER_NIX_VENV/bin/pip" install --quiet --no-deps --no-build-isolation \
+                    --disable-pip-version-check -e ./backend -e ./loadtest
+                fi
+                export PATH="$WORKORDER_NIX_VENV/bin:$PATH"
+              fi
+            '';
+          };
+        }
+      );
+
+      formatter = forAllSystems (pkgs: pkgs.nixfmt);
+    };
+}
