@@ -92,6 +92,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "workorder.core.middleware.OperationalEndpointsMiddleware",  # /health/ /ready/ /metrics/ (see module)
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -159,7 +160,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "workorder", "capacity": 1000, "expiry": 30},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 2}],
+                "prefix": "workorder",
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
 else:
@@ -222,6 +228,9 @@ if BEHIND_TLS:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a commitment made at hstspreload.org, opted into with SECURE_HSTS_PRELOAD=1.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
 # /health/ and /ready/ are probed over plain HTTP on loopback, never redirected.
 SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^ready/$", r"^metrics/?$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -233,6 +242,13 @@ SESSION_COOKIE_HTTPONLY = True
 # Networks allowed to scrape /metrics/ without a token; a bearer token (file) allows any client.
 METRICS_ALLOWED_NETWORKS = env_list("WORKORDER_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
 METRICS_TOKEN = env_secret("WORKORDER_METRICS_TOKEN")
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        __import__("ipaddress").ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"WORKORDER_METRICS_ALLOWED_NETWORKS: {_network!r} is not a network (e.g. 127.0.0.0/8)"
+        ) from None
 PROMETHEUS_EXPORT_MIGRATIONS = False
 
 # --- Logging: one line per event on stderr (journald adds time and unit) ---------------------

@@ -1,0 +1,156 @@
+"""`workorder-daphne`: daphne with the production defaults, configured from the environment.
+
+    DAPHNE_BIND=unix:/run/workorder/daphne.sock workorder-daphne
+    DAPHNE_BIND=127.0.0.1:8002 workorder-daphne [extra daphne arguments, which win over the defaults]
+
+daphne runs in this process (daphne.cli.CommandLineInterface, no wrapper shell), so SIGTERM reaches
+Twisted's reactor directly and shuts it down cleanly. daphne has no trusted-proxy list, so it may only
+listen on loopback or a unix socket (only nginx can reach it and nginx sets X-Forwarded-For).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import stat
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_BIND = "127.0.0.1:8002"
+APPLICATION = "workorder.asgi:application"
+
+# Long-lived connections behind nginx (proxy_read_timeout 60s by default): a ping every 20s keeps
+# the proxied connection busy; a client that does not answer within 30s is dropped.
+DEFAULT_ARGS = [
+    "--proxy-headers",
+    "--ping-interval", "20",
+    "--ping-timeout", "30",
+    "--websocket_timeout", "86400",  # a connection lives at most a day; clients reconnect
+    "--websocket_connect_timeout", "10",  # handshake must finish within 10s
+    "--application-close-timeout", "10",
+    "--http-timeout", "60",
+    # Client -> server messages are tiny ({"action": "mark_read", "id": 1}): 64 KiB is plenty.
+    "--websocket-max-message-size", str(64 * 1024),
+    "--websocket-max-frame-size", str(64 * 1024),
+    "--no-server-name",
+    "--verbosity", "1",
+]
+
+
+class ConfigurationError(Exception):
+    pass
+
+
+def bind_args(bind: str) -> list[str]:
+    """DAPHNE_BIND -> daphne arguments. Refuses anything but loopback TCP or a unix socket."""
+    bind = bind.strip()
+    if bind.startswith("unix:"):
+        path = bind[len("unix:"):]
+        if not path.startswith("/"):
+            raise ConfigurationError(f"DAPHNE_BIND={bind!r}: the unix socket path must be absolute")
+        return ["-u", path]
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigurationError(f"DAPHNE_BIND={bind!r}: expected unix:/path or host:port")
+    host = host.strip("[]")
+    if host != "localhost":
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigurationError(f"DAPHNE_BIND={bind!r}: host must be a loopback IP address") from None
+        if not address.is_loopback:
+            raise ConfigurationError(
+                f"DAPHNE_BIND={bind!r}: daphne may only listen on loopback or a unix socket "
+                "(it has no trusted-proxy list; put nginx in front)"
+            )
+    return ["-b", host, "-p", port]
+
+
+def remove_stale_socket(path: str) -> None:
+    """A unix socket file left by a crashed daphne makes the next bind fail; remove it if nobody listens."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return
+    except FileNotFoundError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+    else:
+        raise ConfigurationError(f"{path}: another process already listens on this socket")
+    finally:
+        probe.close()
+
+
+def build_argv(extra: list[str], environ=os.environ) -> list[str]:
+    args = bind_args(environ.get("DAPHNE_BIND") or DEFAULT_BIND)
+    # Extra arguments come last: argparse keeps the last value, so they override the defaults.
+    return [*args, *DEFAULT_ARGS, *extra, APPLICATION]
+
+
+def strip_query(path):
+    """The path without its query string: ?token=... must never reach a log line."""
+    if isinstance(path, bytes):
+        path = path.decode("latin1")
+    if not isinstance(path, str) or "?" not in path:
+        return path
+    parts = urlsplit(path)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _sanitizing_server_class():
+    from daphne.server import Server
+
+    class WorkorderDaphneServer(Server):
+        """daphne's Server whose access log never sees a query string."""
+
+        def __init__(self, *args, action_logger=None, **kwargs):
+            if action_logger is not None:
+                inner = action_logger
+
+                def action_logger(protocol, action, details):
+                    if "path" in details:
+                        details = {**details, "path": strip_query(details["path"])}
+                    return inner(protocol, action, details)
+
+            super().__init__(*args, action_logger=action_logger, **kwargs)
+
+    return WorkorderDaphneServer
+
+
+def check_settings() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workorder.settings")
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        from django.conf import settings
+
+        settings.SECRET_KEY  # noqa: B018 - forces the settings module to load
+    except ImproperlyConfigured as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    extra = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_settings()
+        daphne_argv = build_argv(extra)
+        if "-u" in daphne_argv:
+            remove_stale_socket(daphne_argv[daphne_argv.index("-u") + 1])
+    except ConfigurationError as exc:
+        print(f"workorder: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    from daphne.cli import CommandLineInterface
+
+    cli = CommandLineInterface()
+    cli.server_class = _sanitizing_server_class()
+    # daphne's access log goes to stdout by default; journald collects both streams.
+    cli.run(daphne_argv)
+
+
+if __name__ == "__main__":
+    main()

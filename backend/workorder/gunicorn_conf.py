@@ -1,0 +1,132 @@
+"""gunicorn configuration owned by the package, read from the environment.
+
+Run:  gunicorn -c python:workorder.gunicorn_conf workorder.wsgi:application
+
+Every setting comes from a GUNICORN_* variable (documented in docs/runtime.md). There is no
+user/group and no log file here on purpose: systemd sets the user, journald collects stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        print(f"workorder: configuration error: {name} must be an integer, got {raw!r}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# --- sockets ----------------------------------------------------------------------------------
+# Comma list: "unix:/run/workorder/gunicorn.sock,127.0.0.1:8001" (the socket for nginx, the loopback
+# port for Prometheus only).
+bind = [item.strip() for item in _env("GUNICORN_BIND", "127.0.0.1:8000").split(",") if item.strip()]
+umask = 0o007  # the unix socket is rw for the service group (nginx joins it), nobody else
+
+# --- workers ----------------------------------------------------------------------------------
+# gthread beat sync on /api/tasks/ in the measurement recorded in docs/runtime.md (tests/bench/
+# worker_class.py), and only gthread honours keep-alive from nginx's upstream pool.
+DEFAULT_WORKER_CLASS = "gthread"
+DEFAULT_THREADS = 4
+worker_class = _env("GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS)
+workers = _env_int("GUNICORN_WORKERS", 2 * _cpu_count() + 1)
+threads = _env_int("GUNICORN_THREADS", DEFAULT_THREADS if worker_class == "gthread" else 1)
+timeout = _env_int("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# Must be LONGER than the proxy's idle timeout for upstream connections (nginx: `keepalive_timeout`
+# inside the upstream block, default 60s), so nginx, never gunicorn, closes an idle connection.
+keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1000)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+forwarded_allow_ips = _env("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+proc_name = "workorder-gunicorn"
+preload_app = False  # each worker imports Django itself: no DB connection or metric value is shared by fork
+if os.path.isdir("/dev/shm"):
+    worker_tmp_dir = "/dev/shm"  # heartbeat files on tmpfs, never blocked by a slow disk
+
+# --- logging: everything to stderr, one line per event (journald adds the timestamp) -------------
+loglevel = _env("LOG_LEVEL", "info").lower()
+accesslog = "-"
+# %(M)s = request duration in milliseconds; %(U)s is the path WITHOUT the query string.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"line": {"format": "%(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "line"}},
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
+}
+
+# --- prometheus_client multiprocess mode -------------------------------------------------------
+# Every worker writes its metric values to files in PROMETHEUS_MULTIPROC_DIR and /metrics/ sums them.
+# The directory must be fresh per start: it is wiped in on_starting (the master, before any worker).
+# Unset (a laptop): a private temporary directory, set here in the master before any worker starts
+# and before anything imports prometheus_client, which is equivalent to setting it in the shell.
+_private_multiproc_dir = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _private_multiproc_dir = tempfile.mkdtemp(prefix="workorder-prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _private_multiproc_dir
+
+
+def _wipe_multiproc_dir(path: str) -> None:
+    """Remove the metric files (*.db) of a previous run; nothing else in the directory is touched."""
+    os.makedirs(path, exist_ok=True)
+    for entry in os.scandir(path):
+        if entry.name.endswith(".db") and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+
+
+def _check_django_settings() -> None:
+    """A missing secret key or a bad variable: one line and exit, before any worker is forked."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workorder.settings")
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        from django.conf import settings
+
+        settings.SECRET_KEY  # noqa: B018 - forces the settings module to load
+    except ImproperlyConfigured as exc:
+        print(f"workorder: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def on_starting(server) -> None:
+    _check_django_settings()
+    _wipe_multiproc_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def child_exit(server, worker) -> None:
+    # Drops the live-gauge files of the dead worker; its counters stay in the sum.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _private_multiproc_dir:
+        shutil.rmtree(_private_multiproc_dir, ignore_errors=True)
