@@ -1,0 +1,467 @@
+"""The whole production topology on one machine, in one temporary directory: `Stack`.
+
+Order of start (each step waits until the previous one answers):
+  PostgreSQL (production-like settings, fsync on) -> Redis (unix socket) -> migrate -> collectstatic
+  -> seed (seed_loadtest + ANALYZE) -> gunicorn (unix socket for nginx + loopback TCP for Prometheus)
+  -> daphne (unix socket) -> nginx -> exporters (node, postgres, redis, nginx) -> Prometheus.
+stop() runs in reverse order, never raises, and is safe after a failed start(): every server is a
+process group killed with SIGTERM then SIGKILL (tests/harness/process.py), PostgreSQL is stopped
+with pg_ctl (then its postmaster is killed if it lingers).
+
+The environment given to the Django processes is exactly what nix/module.nix sets (see
+`Stack.app_env`), starting from an empty environment as systemd does (PATH/HOME/LANG only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .nginx import NginxConfig, NginxServer
+from .process import ManagedProcess
+from .prometheus import (Exporter, PrometheusServer, ScrapeJob, http_get, nginx_exporter, node_exporter,
+                         postgres_exporter, redis_exporter)
+from .services import PostgresServer, RedisServer, free_port, pg_binary
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(sys.executable).parent  # the virtualenv's bin: workorder-manage, gunicorn, ...
+
+
+def venv_binary(name: str) -> str:
+    candidate = BIN_DIR / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} is neither in {BIN_DIR} nor on PATH (is the package installed?)")
+    return found
+
+
+class ProductionPostgresServer(PostgresServer):
+    """PostgresServer with production durability (fsync, synchronous_commit, full_page_writes ON)
+    and memory settings sized for a small server; everything else as in services.py."""
+
+    def __init__(self, *args, durable: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.durable = durable
+
+    def start(self) -> "PostgresServer":
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.init()
+        durability = "" if self.durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.socket_dir} "
+            f"{durability}-c max_connections=200 -c shared_buffers=256MB -c effective_cache_size=1GB "
+            "-c work_mem=8MB -c maintenance_work_mem=128MB -c max_wal_size=2GB -c checkpoint_timeout=15min "
+            "-c random_page_cost=1.1 -c effective_io_concurrency=100 -c wal_compression=on"
+        )
+        subprocess.run(
+            self._cmd([pg_binary("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
+                       "-w", "-t", "60", "start"]),
+            check=True, capture_output=True, text=True, cwd="/",
+        )
+        from .services import wait_for_port
+
+        wait_for_port(self.port)
+        return self
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self, mode: str = "fast") -> None:
+        pid = self.postmaster_pid()
+        super().stop(mode)
+        if pid:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _pid_alive(pid):
+                time.sleep(0.1)
+            if _pid_alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class StackOptions:
+    # Data: seed_loadtest (contracts.md) account pool and realistic orders/tasks.
+    work_orders: int = 20000
+    operators: int = 200
+    supervisors: int = 50
+    makers: int = 50
+    password: str = field(default_factory=lambda: "lt-" + secrets.token_urlsafe(12))
+    seed: bool = True
+    # Servers. None = the package/module default.
+    gunicorn_workers: int | None = 3
+    gunicorn_extra_env: dict[str, str] = field(default_factory=dict)
+    durable_postgres: bool = True
+    # nginx rate limit: the module defaults are 10r/s burst 20 per client address. Every Locust user
+    # shares 127.0.0.1, so a load test sets a limit it stays under (see docs/performance.md).
+    rate_limit: str = "10r/s"
+    rate_burst: int = 20
+    nginx_access_log: bool = True
+    nginx_extra_locations: str = ""
+    nginx_extra_upstreams: str = ""
+    monitoring: bool = True
+    scrape_interval: str = "5s"
+    server_name: str = "localhost"
+    keep_dir: bool = False
+
+
+class Stack:
+    """`with Stack(options) as stack:` or start()/stop(). Attributes hold every server and path."""
+
+    def __init__(self, options: StackOptions | None = None, base_dir: str | Path | None = None, log=print):
+        self.options = options or StackOptions()
+        self.base = Path(base_dir or tempfile.mkdtemp(prefix="wo-stack-"))
+        self.log = log
+        self.run_dir = self.base / "run"
+        self.state_dir = self.base / "state"
+        self.static_root = self.state_dir / "static"
+        self.media_root = self.state_dir / "media"
+        self.backup_dir = self.base / "backups"
+        self.textfile_dir = self.base / "node-exporter-textfile"
+        self.logs = self.base / "logs"
+        self.secret_key_file = self.base / "credentials" / "django-secret-key"
+        self.multiproc_dir = self.run_dir / "prometheus-multiproc"
+        self.gunicorn_socket = self.run_dir / "gunicorn.sock"
+        self.daphne_socket = self.run_dir / "daphne.sock"
+        self.gunicorn_metrics_port = free_port()
+        self.db_name = "workorder"
+        self.db_user = "workorder"
+        self.postgres: ProductionPostgresServer | None = None
+        self.redis: RedisServer | None = None
+        self.gunicorn: ManagedProcess | None = None
+        self.daphne: ManagedProcess | None = None
+        self.nginx: NginxServer | None = None
+        self.exporters: list[Exporter] = []
+        self.prometheus: PrometheusServer | None = None
+        self.extra_processes: list[ManagedProcess] = []
+        self.timings: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    # -- configuration shared by every Django process -----------------------------------------
+    @property
+    def database_url(self) -> str:
+        # The module: postgresql:///workorder?host=/run/postgresql (peer auth as the service user).
+        return (f"postgresql://{self.db_user}@/{self.db_name}?host={self.postgres.socket_dir}"
+                f"&port={self.postgres.port}")
+
+    @property
+    def redis_url(self) -> str:
+        # The module: unix:///run/redis-workorder/redis.sock?db=0 (services.redis.servers.workorder).
+        return f"unix://{self.redis.socket_path}?db=0"
+
+    @property
+    def url(self) -> str:
+        return self.nginx.url
+
+    def base_env(self) -> dict[str, str]:
+        """What systemd gives a unit before Environment=: PATH and locale only (+ HOME for libs)."""
+        path = os.pathsep.join([str(BIN_DIR), str(Path(pg_binary("pg_dump")).parent), "/usr/local/bin", "/usr/bin",
+                                "/bin", "/usr/sbin", "/sbin"])
+        return {"PATH": path, "HOME": str(self.state_dir), "LANG": "C.UTF-8"}
+
+    def app_env(self) -> dict[str, str]:
+        """The environment nix/module.nix sets for workorder-{migrate,gunicorn,daphne} (and workorder-manage)."""
+        o = self.options
+        env = {
+            **self.base_env(),
+            "DJANGO_SETTINGS_MODULE": "workorder.settings",
+            "DJANGO_SECRET_KEY_FILE": str(self.secret_key_file),
+            "ALLOWED_HOSTS": f"{o.server_name},127.0.0.1,localhost",
+            "CSRF_TRUSTED_ORIGINS": f"http://{o.server_name},http://127.0.0.1:{self.nginx_port}",
+            "WORKORDER_STATE_DIR": str(self.state_dir),
+            "STATIC_ROOT": str(self.static_root),
+            "MEDIA_ROOT": str(self.media_root),
+            "TIME_ZONE": "UTC",
+            "LOG_LEVEL": "WARNING",
+            "DATABASE_URL": self.database_url,
+            "DATABASE_CONN_MAX_AGE": "300",
+            "REDIS_URL": self.redis_url,
+            "WORKORDER_BEHIND_TLS": "0",
+            "WORKORDER_METRICS_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
+            "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
+        }
+        return env
+
+    def gunicorn_env(self) -> dict[str, str]:
+        env = {**self.app_env(),
+               "GUNICORN_BIND": f"unix:{self.gunicorn_socket},127.0.0.1:{self.gunicorn_metrics_port}"}
+        if self.options.gunicorn_workers:
+            env["GUNICORN_WORKERS"] = str(self.options.gunicorn_workers)
+        env.update(self.options.gunicorn_extra_env)
+        return env
+
+    def daphne_env(self) -> dict[str, str]:
+        return {**self.app_env(), "DAPHNE_BIND": f"unix:{self.daphne_socket}"}
+
+    def backup_env(self) -> dict[str, str]:
+        return {**self.base_env(), "DATABASE_URL": self.database_url, "MEDIA_ROOT": str(self.media_root),
+                "WORKORDER_BACKUP_DIR": str(self.backup_dir),
+                "WORKORDER_BACKUP_METRICS_FILE": str(self.textfile_dir / "workorder_backup.prom")}
+
+    def backup_argv(self) -> list[str]:
+        """The NixOS backup unit's ExecStart (services.workorder.backup.* defaults)."""
+        return [venv_binary("workorder-backup"), "backup", "--directory", str(self.backup_dir),
+                "--media-dir", str(self.media_root), "--retention-days", "30", "--keep-at-least", "7",
+                "--metrics-file", str(self.textfile_dir / "workorder_backup.prom"), "--verify-restore"]
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _step(self, name: str):
+        stack = self
+
+        class _Timer:
+            def __enter__(self):
+                self.t0 = time.monotonic()
+                stack.log(f"[stack] {name} ...")
+
+            def __exit__(self, *exc):
+                stack.timings[name] = round(time.monotonic() - self.t0, 2)
+                stack.log(f"[stack] {name}: {stack.timings[name]:.1f}s{' (failed)' if exc[0] else ''}")
+
+        return _Timer()
+
+    def manage(self, *args: str, timeout: float = 1800, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([venv_binary("workorder-manage"), *args], env=self.app_env(), cwd=str(self.state_dir),
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"workorder-manage {' '.join(args)} exited {result.returncode}:\n"
+                               f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def psql(self, sql: str) -> str:
+        return self.postgres.psql(sql, dbname=self.db_name)
+
+    def backup(self, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(self.backup_argv(), env=self.backup_env(), capture_output=True, text=True,
+                              timeout=timeout, cwd=str(self.base))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> "Stack":
+        try:
+            self._start()
+        except BaseException:
+            self.log("[stack] start failed; stopping what was started")
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        o = self.options
+        for path in (self.run_dir, self.state_dir, self.static_root, self.media_root, self.backup_dir,
+                     self.textfile_dir, self.logs, self.secret_key_file.parent, self.multiproc_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.base, 0o711)  # PostgreSQL runs as `postgres` when we are root: it must traverse
+        self.secret_key_file.write_text(secrets.token_urlsafe(50))
+        os.chmod(self.secret_key_file, 0o600)
+        self.nginx_port = free_port()
+
+        with self._step("postgresql"):
+            self.postgres = ProductionPostgresServer(str(self.base / "postgresql"), durable=o.durable_postgres)
+            self.postgres.start()
+            # services.postgresql ensureUsers/ensureDatabases + ensureDBOwnership. CREATEDB lets the
+            # backup tool's --verify-restore create its scratch database as the service user.
+            self.postgres.psql(f'CREATE ROLE "{self.db_user}" LOGIN CREATEDB')
+            self.postgres.psql(f'CREATE DATABASE "{self.db_name}" OWNER "{self.db_user}"')
+        with self._step("redis"):
+            self.redis = RedisServer(str(self.base / "redis"))
+            self.redis.start()
+        with self._step("migrate"):
+            self.manage("migrate", "--noinput")
+        with self._step("collectstatic"):
+            self.manage("collectstatic", "--noinput")
+        if o.seed:
+            self.seed()
+        with self._step("gunicorn"):
+            self.gunicorn = ManagedProcess(
+                "gunicorn", [venv_binary("gunicorn"), "-c", "python:workorder.gunicorn_conf",
+                             "workorder.wsgi:application"],
+                env=self.gunicorn_env(), cwd=str(self.state_dir), log_path=self.logs / "gunicorn.log",
+                stop_timeout=35).start()
+            self.gunicorn.wait_until(
+                lambda: http_get(f"http://127.0.0.1:{self.gunicorn_metrics_port}/health/", 2)[0] < 500, 90,
+                "answering on its loopback port")
+        with self._step("daphne"):
+            self.daphne = ManagedProcess(
+                "daphne", [venv_binary("workorder-daphne")], env=self.daphne_env(), cwd=str(self.state_dir),
+                log_path=self.logs / "daphne.log", stop_timeout=15).start()
+            self.daphne.wait_until(lambda: _unix_socket_accepts(self.daphne_socket), 60, "listening")
+        with self._step("nginx"):
+            self.nginx = NginxServer(self.base / "nginx", NginxConfig(
+                gunicorn_socket=self.gunicorn_socket, daphne_socket=self.daphne_socket,
+                static_root=self.static_root, media_root=self.media_root, server_name=o.server_name,
+                rate_limit=o.rate_limit, rate_burst=o.rate_burst, access_log=o.nginx_access_log,
+                extra_locations=o.nginx_extra_locations, extra_upstreams=o.nginx_extra_upstreams,
+            ), port=self.nginx_port)
+            self.nginx.start()
+        if o.monitoring:
+            self.start_monitoring()
+
+    def seed(self) -> None:
+        o = self.options
+        with self._step(f"seed_loadtest ({o.work_orders} work orders)"):
+            args = ["seed_loadtest", "--operators", str(o.operators), "--supervisors", str(o.supervisors),
+                    "--makers", str(o.makers), "--password", o.password, "--force"]
+            if o.work_orders:
+                args += ["--work-orders", str(o.work_orders)]
+            result = self.manage(*args, timeout=1800)
+            self.log(result.stdout.strip()[-2000:])
+        with self._step("ANALYZE"):
+            self.psql("ANALYZE")
+        self.counts = {
+            "work_orders": int(self.psql("SELECT count(*) FROM production_workorder")),
+            "tasks": int(self.psql("SELECT count(*) FROM production_task")),
+            "users": int(self.psql("SELECT count(*) FROM accounts_user")),
+        }
+        self.log(f"[stack] seeded: {self.counts}")
+
+    def start_monitoring(self) -> None:
+        with self._step("exporters"):
+            self.exporters = [
+                node_exporter(self.logs, self.textfile_dir),
+                postgres_exporter(self.logs, f"user=postgres host={self.postgres.socket_dir} "
+                                             f"port={self.postgres.port} dbname=postgres sslmode=disable"),
+                redis_exporter(self.logs, f"unix://{self.redis.socket_path}"),
+                nginx_exporter(self.logs, self.nginx.status_url),
+            ]
+            for exporter in self.exporters:
+                exporter.start()
+        with self._step("prometheus"):
+            jobs = [ScrapeJob("django", [f"127.0.0.1:{self.gunicorn_metrics_port}"], "/metrics/")]
+            jobs += [ScrapeJob(e.job, [e.target]) for e in self.exporters]
+            self.prometheus = PrometheusServer(self.base / "prometheus", jobs,
+                                               scrape_interval=self.options.scrape_interval,
+                                               evaluation_interval=self.options.scrape_interval)
+            self.prometheus.start()
+
+    def stop(self) -> None:
+        """Reverse order; never raises; leaves no process behind."""
+        steps = [("prometheus", lambda: self.prometheus and self.prometheus.stop())]
+        steps += [(f"{e.job}-exporter", e.stop) for e in reversed(self.exporters)]
+        steps += [(p.name, p.stop) for p in reversed(self.extra_processes)]
+        steps += [("nginx", lambda: self.nginx and self.nginx.stop()),
+                  ("daphne", lambda: self.daphne and self.daphne.stop()),
+                  ("gunicorn", lambda: self.gunicorn and self.gunicorn.stop()),
+                  ("redis", lambda: self.redis and self.redis.stop()),
+                  ("postgresql", lambda: self.postgres and self.postgres.stop("fast"))]
+        for name, action in steps:
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - teardown must go on
+                self.log(f"[stack] stopping {name} failed: {exc!r}")
+
+    def cleanup(self) -> None:
+        self.stop()
+        if not self.options.keep_dir:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
+    # -- observation --------------------------------------------------------------------------
+    def server_pids(self) -> dict[str, list[int]]:
+        """Root pids of each server (children are found through psutil), for CPU accounting."""
+        pids: dict[str, list[int]] = {}
+        for name, proc in (("gunicorn", self.gunicorn), ("daphne", self.daphne),
+                           ("nginx", self.nginx and self.nginx.process)):
+            if proc and proc.pid:
+                pids[name] = [proc.pid]
+        for proc in self.extra_processes:
+            if proc.pid:
+                pids[proc.name] = [proc.pid]
+        if self.postgres and self.postgres.postmaster_pid():
+            pids["postgresql"] = [self.postgres.postmaster_pid()]
+        if self.redis and self.redis.process:
+            pids["redis"] = [self.redis.process.pid]
+        return pids
+
+    def get(self, path: str, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    # -- the Locust suite (workorder-loadtest, loadtest/) -----------------------------------------
+    def loadtest_account_args(self) -> list[str]:
+        """The seeded account pool, as workorder-loadtest's flags."""
+        return ["--password", self.options.password]
+
+    def loadtest_env(self) -> dict[str, str]:
+        return {}
+
+    @staticmethod
+    def loadtest_summary(report_dir: Path) -> dict:
+        """The JSON summary (SLA verdict + figures) the last run wrote into report_dir."""
+        candidates = sorted(Path(report_dir).glob("*.json"), key=lambda p: p.stat().st_mtime)
+        for path in reversed(candidates):
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                return data
+        return {}
+
+    @staticmethod
+    def websocket_failures(summary: dict) -> int:
+        total = 0
+        for entry in summary.get("entries", []) or []:
+            if str(entry.get("method", "")).upper() in {"WS", "WEBSOCKET"} or "ws" in str(entry.get("name", "")).lower():
+                total += int(entry.get("num_failures", entry.get("failures", 0)) or 0)
+        return total
+
+    def login(self, username: str, password: str | None = None) -> str:
+        body = json.dumps({"username": username, "password": password or self.options.password}).encode()
+        request = urllib.request.Request(self.url + "/api/auth/login/", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return json.loads(response.read())["token"]
+
+
+def _unix_socket_accepts(path: Path) -> bool:
+    import socket
+
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(str(path))
+            return True
+        except OSError:
+            return False
