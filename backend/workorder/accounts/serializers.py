@@ -1,0 +1,32 @@
+from rest_framework import serializers
+
+from .models import User
+
+
+class UserSerializer(serializers.ModelSerializer):
+    department_name = serializers.CharField(source="department.name", read_only=True, allow_null=True,
+                                            default=None)
+    full_name = serializers.SerializerMethodField()
+    is_admin = serializers.SerializerMethodField()
+
+    class Meta:
+        model = User
+        fields = ["id", "username", "full_name", "first_name", "last_name", "email", "role", "department",
+                  "department_name", "is_staff", "is_admin"]
+        read_only_fields = fields
+
+    def get_full_name(self, obj) -> str:
+        return obj.get_full_name()
+
+    def get_is_admin(self, obj) -> bool:
+        return bool(obj.is_staff or obj.is_superuser)
+
+
+class LoginSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=512, trim_whitespace=False, style={"input_type": "password"})
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text='Send as "Authorization: Token <token>".')
+    user = UserSerializer()

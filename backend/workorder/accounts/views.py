@@ -1,0 +1,56 @@
+"""Token login/logout, the current user, and the user directory (for assignment)."""
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from workorder.core.api import ApiViewMixin
+
+from .filters import UserFilter
+from .models import User
+from .serializers import LoginSerializer, TokenSerializer, UserSerializer
+
+
+class LoginView(ApiViewMixin, APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []  # no session/CSRF: credentials in, token out
+
+    @extend_schema(request=LoginSerializer, responses={200: TokenSerializer}, auth=[],
+                   summary="Exchange username and password for an API token")
+    def post(self, request):
+        serializer = LoginSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = authenticate(request, username=serializer.validated_data["username"],
+                            password=serializer.validated_data["password"])
+        if user is None:
+            raise ValidationError({"non_field_errors": ["Unable to log in with the given username and password."]})
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key, "user": UserSerializer(user).data})
+
+
+class LogoutView(ApiViewMixin, APIView):
+    @extend_schema(request=None, responses={204: None}, summary="Revoke the API token of this request")
+    def post(self, request):
+        Token.objects.filter(user=request.user).delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MeView(ApiViewMixin, APIView):
+    @extend_schema(responses={200: UserSerializer}, summary="The authenticated user")
+    def get(self, request):
+        return Response(UserSerializer(request.user).data)
+
+
+class UserViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+    """Active users; filter by `role` and `department` (e.g. operators of a department, for assignment)."""
+
+    serializer_class = UserSerializer
+    filterset_class = UserFilter
+    ordering_fields = ["id", "username"]
+    ordering = ["id"]
+    queryset = User.objects.filter(is_active=True).select_related("department").order_by("id")

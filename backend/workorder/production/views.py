@@ -1,0 +1,179 @@
+"""Thin views: visibility (404 for what you may not see) + serializers; rules live in services.py."""
+
+from django.db.models import Prefetch
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from workorder.core.api import ApiViewMixin
+
+from . import services
+from .filters import TaskFilter, WorkOrderFilter
+from .models import ProgressReport, Task, WorkOrder
+from .serializers import (
+    AssignSerializer,
+    ProgressSerializer,
+    RejectSerializer,
+    TaskDetailSerializer,
+    TaskSerializer,
+    WorkOrderDetailSerializer,
+    WorkOrderSerializer,
+    WorkOrderUpdateSerializer,
+    WorkOrderWriteSerializer,
+)
+from .visibility import visible_tasks, visible_work_orders
+
+TASK_LIST_FIELDS = (
+    "id", "work_order_id", "process_id", "sequence", "assigned_department_id", "assigned_operator_id", "status",
+    "planned_quantity", "completed_quantity", "started_at", "completed_at", "created_at", "updated_at",
+    "work_order__number", "work_order__priority", "work_order__delivery_date", "process__name",
+    "assigned_department__name", "assigned_operator__username",
+)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Tasks visible to you (paginated, filterable, orderable)"),
+    retrieve=extend_schema(summary="One task with its progress reports"),
+)
+class TaskViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = Task.objects.none()  # for the schema; get_queryset() applies visibility
+    filterset_class = TaskFilter
+    ordering_fields = ["id", "created_at", "updated_at", "sequence"]
+    ordering = ["id"]
+
+    def get_queryset(self):
+        queryset = (
+            Task.objects.select_related("work_order", "process", "assigned_department", "assigned_operator")
+            .only(*TASK_LIST_FIELDS)
+            .order_by("id")
+        )
+        if self.action == "retrieve":
+            queryset = queryset.prefetch_related(
+                Prefetch("progress_reports",
+                         queryset=ProgressReport.objects.select_related("operator").order_by("-created_at", "-id"))
+            )
+        return visible_tasks(self.request.user, queryset)
+
+    def get_serializer_class(self):
+        return TaskDetailSerializer if self.action == "retrieve" else TaskSerializer
+
+    def _respond(self, task_id: int):
+        task = visible_tasks(self.request.user, Task.objects.select_related(
+            "work_order", "process", "assigned_department", "assigned_operator")).get(pk=task_id)
+        return Response(TaskSerializer(task, context=self.get_serializer_context()).data)
+
+    @extend_schema(request=AssignSerializer, responses={200: TaskSerializer},
+                   summary="Assign to an operator of the task's department (supervisors, admins)")
+    @action(detail=True, methods=["post"])
+    def assign(self, request, pk=None):
+        task = self.get_object()
+        body = AssignSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.assign_task(request.user, task.pk, body.validated_data["operator_id"])
+        return self._respond(task.pk)
+
+    @extend_schema(request=None, responses={200: TaskSerializer},
+                   summary="Claim a pending, unassigned task of your department (operators)")
+    @action(detail=True, methods=["post"])
+    def claim(self, request, pk=None):
+        task = self.get_object()
+        services.claim_task(request.user, task.pk)
+        return self._respond(task.pk)
+
+    @extend_schema(request=ProgressSerializer, responses={200: TaskSerializer},
+                   summary="Report units just produced (the assigned operator)")
+    @action(detail=True, methods=["post"])
+    def update_progress(self, request, pk=None):
+        task = self.get_object()
+        body = ProgressSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.update_progress(request.user, task.pk, body.validated_data["quantity"])
+        return self._respond(task.pk)
+
+    @extend_schema(request=None, responses={200: TaskSerializer},
+                   summary="Complete an in-progress task (its operator, a department supervisor, an admin)")
+    @action(detail=True, methods=["post"])
+    def complete(self, request, pk=None):
+        task = self.get_object()
+        services.complete_task(request.user, task.pk)
+        return self._respond(task.pk)
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Work orders visible to you (paginated, filterable, orderable)"),
+    retrieve=extend_schema(summary="One work order with its tasks"),
+    create=extend_schema(request=WorkOrderWriteSerializer, responses={201: WorkOrderSerializer},
+                         summary="Create a work order (makers, supervisors, admins)"),
+    partial_update=extend_schema(request=WorkOrderUpdateSerializer, responses={200: WorkOrderSerializer},
+                                 summary="Change a work order (plan fields only while pending approval)"),
+)
+class WorkOrderViewSet(ApiViewMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,
+                       viewsets.ReadOnlyModelViewSet):
+    queryset = WorkOrder.objects.none()  # for the schema; get_queryset() applies visibility
+    http_method_names = ["get", "post", "patch", "head", "options"]
+    filterset_class = WorkOrderFilter
+    ordering_fields = ["id", "created_at", "delivery_date", "number"]
+    ordering = ["-id"]
+
+    def get_queryset(self):
+        queryset = WorkOrder.objects.select_related("customer", "product", "created_by").only(
+            "id", "number", "customer_id", "product_id", "production_quantity", "delivery_date", "priority",
+            "approval_status", "status", "rejection_reason", "created_by_id", "approved_by_id", "approved_at",
+            "completed_at", "created_at", "updated_at", "customer__name", "product__name",
+            "created_by__username",
+        ).order_by("-id")
+        if self.action == "retrieve":
+            queryset = queryset.prefetch_related(
+                Prefetch("tasks", queryset=Task.objects.select_related("process").order_by("sequence"))
+            )
+        return visible_work_orders(self.request.user, queryset)
+
+    def get_serializer_class(self):
+        if self.action == "retrieve":
+            return WorkOrderDetailSerializer
+        if self.action == "create":
+            return WorkOrderWriteSerializer
+        if self.action == "partial_update":
+            return WorkOrderUpdateSerializer
+        return WorkOrderSerializer
+
+    def _respond(self, work_order_id: int, status_code=status.HTTP_200_OK):
+        work_order = WorkOrder.objects.select_related("customer", "product", "created_by").get(pk=work_order_id)
+        return Response(WorkOrderSerializer(work_order, context=self.get_serializer_context()).data,
+                        status=status_code)
+
+    def create(self, request, *args, **kwargs):
+        services.require_can_create_work_order(request.user)
+        body = WorkOrderWriteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        work_order = services.create_work_order(request.user, **body.validated_data)
+        return self._respond(work_order.pk, status.HTTP_201_CREATED)
+
+    def partial_update(self, request, *args, **kwargs):
+        work_order = self.get_object()
+        body = WorkOrderUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.update_work_order(request.user, work_order.pk, dict(body.validated_data))
+        return self._respond(work_order.pk)
+
+    def update(self, request, *args, **kwargs):  # PUT is not offered (http_method_names)
+        return self.partial_update(request, *args, **kwargs)
+
+    @extend_schema(request=None, responses={200: WorkOrderSerializer},
+                   summary="Approve a pending work order: creates its tasks from the product routing")
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        work_order = self.get_object()
+        services.approve_work_order(request.user, work_order.pk)
+        return self._respond(work_order.pk)
+
+    @extend_schema(request=RejectSerializer, responses={200: WorkOrderSerializer},
+                   summary="Reject a pending work order (a reason is required)")
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        work_order = self.get_object()
+        body = RejectSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.reject_work_order(request.user, work_order.pk, body.validated_data["reason"])
+        return self._respond(work_order.pk)
