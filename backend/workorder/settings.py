@@ -213,6 +213,14 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "workorder.production.models.TaskStatus",
+        "WorkOrderStatusEnum": "workorder.production.models.WorkOrderStatus",
+        "ApprovalStatusEnum": "workorder.production.models.ApprovalStatus",
+        "PriorityEnum": "workorder.production.models.Priority",
+        "RoleEnum": "workorder.accounts.models.Role",
+        "NotificationKindEnum": "workorder.notifications.models.NotificationKind",
+    },
 }
 
 # Seconds the statistics endpoints may serve a cached answer (documented in the README).
