@@ -1,0 +1,3 @@
+from workorder.backup.cli import main
+
+raise SystemExit(main())
