@@ -1,0 +1,378 @@
+#!/usr/bin/env python
+"""Capacity benchmark (a script, not a test): how many users the production stack holds under the SLA.
+
+    .venv/bin/python tests/bench/capacity.py                       # 100, 200, 400, 800, 1600, ... users
+    .venv/bin/python tests/bench/capacity.py --steps 100,200 --step-time 60s --work-orders 20000
+
+Same stack as the production-stack test (tests/harness/stack.py: PostgreSQL with fsync on, Redis,
+gunicorn with the package's config, daphne, nginx with the NixOS module's layout, >= 20,000 seeded
+work orders / 100,000 tasks), plus, for the framework floor only, a second gunicorn (same config)
+serving tests/bench/floor_app.py at /floor/ through the same nginx. Steps:
+
+1. login cost: PBKDF2 hashing in-process and POST /api/auth/login/ through nginx (reported apart;
+   Locust users log in once in on_start, so this cost lands in the ramp-up, not in steady state);
+2. framework floor: closed-loop users (no think time) on /floor/ and on /api/tasks/ (same
+   concurrency, same nginx + gunicorn), so the API reads as a ratio of what the framework can do;
+3. `workorder-loadtest` (the SLA gate, the suite's realistic user mix and think times) at 100 users,
+   then doubling until the SLA breaks or the load generator is saturated (an invalid run).
+
+Prints a Markdown table and writes it with the raw figures to --out-dir (default reports/bench/).
+The nginx rate limit is raised for the benchmark: every simulated user shares 127.0.0.1, while in
+production the limit (10 r/s burst 20 per client address) applies to each real client separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+import psutil  # noqa: E402  (installed with locust)
+
+from harness.process import ManagedProcess  # noqa: E402
+from harness.stack import Stack, StackOptions, venv_binary  # noqa: E402
+
+FLOOR_UPSTREAM = """
+  upstream workorder-floor {{
+    server unix:{socket};
+    keepalive 32;
+    keepalive_timeout 60s;
+  }}
+"""
+FLOOR_LOCATION = """
+    # Benchmark only: the framework floor (tests/bench/floor_app.py). Not in the NixOS module.
+    location /floor/ {
+      proxy_pass http://workorder-floor;
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto $scheme;
+    }
+"""
+
+
+# -- CPU accounting ---------------------------------------------------------------------------
+class CpuSampler:
+    """CPU seconds used by process trees (roots + all descendants) between start() and stop().
+
+    Polls every `interval` seconds so that workers recycled mid-run (max_requests) are counted up
+    to their last sample; processes born during the run count from zero."""
+
+    def __init__(self, roots: dict[str, list[int]], interval: float = 1.0):
+        self.roots = roots
+        self.interval = interval
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.group_of: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.machine_start = None
+        self.wall = 0.0
+
+    def _sample(self, initial: bool) -> None:
+        for group, pids in self.roots.items():
+            for root in pids:
+                try:
+                    proc = psutil.Process(root)
+                    procs = [proc, *proc.children(recursive=True)]
+                except psutil.Error:
+                    continue
+                for p in procs:
+                    try:
+                        t = p.cpu_times()
+                    except psutil.Error:
+                        continue
+                    used = t.user + t.system
+                    if p.pid not in self.first:
+                        self.first[p.pid] = used if initial else 0.0
+                        self.group_of[p.pid] = group
+                    self.last[p.pid] = used
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample(initial=False)
+
+    def start(self) -> "CpuSampler":
+        self._sample(initial=True)
+        self.machine_start = psutil.cpu_times()
+        self.t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        self._sample(initial=False)
+        self.wall = time.monotonic() - self.t0
+        end = psutil.cpu_times()
+        busy = lambda t: t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0)  # noqa: E731
+        machine_busy = busy(end) - busy(self.machine_start)
+        per_group: dict[str, float] = {}
+        for pid, last in self.last.items():
+            per_group[self.group_of[pid]] = per_group.get(self.group_of[pid], 0.0) + max(0.0, last - self.first[pid])
+        server = sum(v for k, v in per_group.items() if k != "floor")
+        return {
+            "wall_s": round(self.wall, 1),
+            "server_cpu_cores": round(server / self.wall, 2) if self.wall else 0.0,
+            "machine_busy_cores": round(machine_busy / self.wall, 2) if self.wall else 0.0,
+            "cores": psutil.cpu_count(),
+            "per_server_cores": {k: round(v / self.wall, 2) for k, v in sorted(per_group.items())},
+        }
+
+
+# -- reading Locust results -------------------------------------------------------------------
+def percentile_from_histogram(histogram: dict, p: float) -> float:
+    """Locust's bucketed histogram {ms: count} -> the value at rank ceil(n*p) (nearest rank)."""
+    items = sorted((float(k), int(v)) for k, v in histogram.items())
+    n = sum(c for _, c in items)
+    if not n:
+        return 0.0
+    rank = max(1, int(-(-n * p // 1)))
+    seen = 0
+    for value, count in items:
+        seen += count
+        if seen >= rank:
+            return value
+    return items[-1][0]
+
+
+def locust_json_stats(path: Path, duration: float) -> dict:
+    entries = json.loads(path.read_text())
+    n = sum(e["num_requests"] for e in entries)
+    failures = sum(e["num_failures"] for e in entries)
+    total_time = sum(e["total_response_time"] for e in entries)
+    histogram: dict = {}
+    for e in entries:
+        for k, v in e["response_times"].items():
+            histogram[k] = histogram.get(k, 0) + v
+    return {
+        "requests": n, "failures": failures, "rps": round(n / duration, 1) if duration else 0.0,
+        "avg_ms": round(total_time / n, 1) if n else 0.0,
+        "p50_ms": percentile_from_histogram(histogram, 0.50), "p95_ms": percentile_from_histogram(histogram, 0.95),
+        "p99_ms": percentile_from_histogram(histogram, 0.99),
+        "error_rate": failures / n if n else 0.0,
+    }
+
+
+def loadtest_figures(report_dir: Path, stack: Stack) -> dict:
+    """HTTP-only figures of a workorder-loadtest run: its JSON summary, else Locust's CSV."""
+    summary = stack.loadtest_summary(report_dir)
+    figures = extract_summary_figures(summary)
+    if figures:
+        figures["source"] = "summary json"
+        return figures
+    stats = sorted(report_dir.glob("*_stats.csv"))
+    if stats:
+        with open(stats[0]) as fh:
+            rows = list(csv.DictReader(fh))
+        agg = next((r for r in rows if r.get("Name") == "Aggregated"), None)
+        if agg:
+            n = int(agg["Request Count"])
+            return {"requests": n, "failures": int(agg["Failure Count"]), "rps": float(agg["Requests/s"]),
+                    "avg_ms": float(agg["Average Response Time"]), "p50_ms": float(agg["50%"]),
+                    "p95_ms": float(agg["95%"]), "p99_ms": float(agg["99%"]),
+                    "error_rate": int(agg["Failure Count"]) / n if n else 0.0, "source": "locust csv (all entries)"}
+    return {}
+
+
+def extract_summary_figures(summary: dict) -> dict:
+    """Pull the HTTP aggregate out of workorder-loadtest's JSON summary (keys per loadtest/)."""
+    if not summary:
+        return {}
+    http = summary.get("http") or summary.get("aggregate") or summary.get("overall") or {}
+    if not isinstance(http, dict) or not http:
+        return {}
+
+    def pick(*names, default=0.0):
+        for name in names:
+            if name in http and http[name] is not None:
+                return http[name]
+        return default
+
+    n = int(pick("requests", "num_requests", default=0))
+    failures = int(pick("failures", "num_failures", default=0))
+    return {
+        "requests": n, "failures": failures,
+        "rps": float(pick("rps", "requests_per_second", "total_rps")),
+        "avg_ms": float(pick("avg_ms", "average_ms", "avg_response_time")),
+        "p50_ms": float(pick("p50_ms", "median_ms", "p50")),
+        "p95_ms": float(pick("p95_ms", "p95")),
+        "p99_ms": float(pick("p99_ms", "p99")),
+        "error_rate": float(pick("error_rate", "fail_ratio", default=(failures / n if n else 0.0))),
+    }
+
+
+# -- the steps --------------------------------------------------------------------------------
+def measure_login_cost(stack: Stack, samples: int) -> dict:
+    code = ("import time,django;django.setup();from django.contrib.auth.hashers import make_password,"
+            "check_password,get_hasher;h=get_hasher();p=make_password('x');ts=[]\n"
+            f"for _ in range({samples}):\n t=time.perf_counter();check_password('x',p);ts.append(time.perf_counter()-t)\n"
+            "print(h.algorithm,h.iterations,sum(ts)/len(ts))")
+    out = subprocess.run([sys.executable, "-c", code], env=stack.app_env(), capture_output=True, text=True,
+                         check=True).stdout.split()
+    http_times = []
+    for i in range(samples):
+        t0 = time.perf_counter()
+        stack.login(f"loadtest-operator-{i + 1:04d}")
+        http_times.append(time.perf_counter() - t0)
+    return {"hasher": out[0], "iterations": int(out[1]), "check_password_ms": round(float(out[2]) * 1000, 1),
+            "login_http_ms": round(statistics.mean(http_times) * 1000, 1), "samples": samples}
+
+
+def run_saturation(stack: Stack, user_class: str, users: int, run_time: int, out_dir: Path, env: dict) -> dict:
+    prefix = out_dir / f"saturation-{user_class}"
+    argv = [venv_binary("locust"), "-f", str(HERE / "saturation_locustfile.py"), user_class, "--headless",
+            "--host", stack.url, "-u", str(users), "-r", str(users), "-t", f"{run_time}s", "--only-summary",
+            "--json-file", str(prefix), "--stop-timeout", "5"]
+    sampler = CpuSampler(stack.server_pids()).start()
+    t0 = time.monotonic()
+    subprocess.run(argv, capture_output=True, text=True, timeout=run_time + 120, env={**os.environ, **env})
+    duration = time.monotonic() - t0
+    cpu = sampler.stop()
+    figures = locust_json_stats(Path(f"{prefix}.json"), max(1.0, duration - 1.0))
+    return {**figures, **cpu, "users": users}
+
+
+def run_step(stack: Stack, users: int, run_time: str, out_dir: Path, spawn_rate: int) -> dict:
+    report_dir = out_dir / f"users-{users}"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    argv = [venv_binary("workorder-loadtest"), "--host", stack.url, "--users", str(users), "--spawn-rate",
+            str(spawn_rate), "--run-time", run_time, "--report-dir", str(report_dir)] + stack.loadtest_account_args()
+    sampler = CpuSampler(stack.server_pids()).start()
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=3600, cwd=str(report_dir),
+                            env={**os.environ, **stack.loadtest_env()})
+    cpu = sampler.stop()
+    (report_dir / "stdout.txt").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    figures = loadtest_figures(report_dir, stack)
+    verdict = {0: "pass", 1: "SLA missed", 2: "invalid run"}.get(result.returncode, f"exit {result.returncode}")
+    return {"users": users, "exit_code": result.returncode, "verdict": verdict, **figures, **cpu,
+            "report_dir": str(report_dir.relative_to(REPO_ROOT)) if report_dir.is_relative_to(REPO_ROOT) else str(report_dir),
+            "tail": result.stdout[-3000:]}
+
+
+def fmt_table(rows: list[dict]) -> str:
+    lines = ["| users | requests/s | average ms | p50 ms | p95 ms | p99 ms | error rate | server CPU (cores of "
+             f"{psutil.cpu_count()}) | machine busy | verdict |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r.get('users')} | {r.get('rps', 0):.1f} | {r.get('avg_ms', 0):.0f} | {r.get('p50_ms', 0):.0f} | "
+                     f"{r.get('p95_ms', 0):.0f} | {r.get('p99_ms', 0):.0f} | {100 * r.get('error_rate', 0):.3f} % | "
+                     f"{r.get('server_cpu_cores', 0):.2f} | {r.get('machine_busy_cores', 0):.2f} | {r.get('verdict', '')} |")
+    return "\n".join(lines)
+
+
+def fmt_floor(floor: dict) -> str:
+    lines = ["| closed loop, no think time | users | requests/s | average ms | p50 ms | p95 ms | p99 ms | errors | server CPU |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in floor.items():
+        lines.append(f"| {name} | {r['users']} | {r['rps']:.0f} | {r['avg_ms']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | "
+                     f"{r['p99_ms']:.0f} | {r['failures']} | {r['server_cpu_cores']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", default="100,200,400,800,1600,3200",
+                        help="user counts, in order; stops at the first that misses the SLA (default %(default)s)")
+    parser.add_argument("--step-time", default="60s", help="run time per step (default %(default)s)")
+    parser.add_argument("--spawn-rate", type=int, default=0,
+                        help="users started per second (default: users/10, at least 10, so ramp-up takes ~10 s)")
+    parser.add_argument("--work-orders", type=int, default=20000)
+    parser.add_argument("--floor-users", type=int, default=16)
+    parser.add_argument("--floor-time", type=int, default=20)
+    parser.add_argument("--login-samples", type=int, default=10)
+    parser.add_argument("--keep-going", action="store_true", help="run every step even after the SLA breaks")
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "reports" / "bench")
+    args = parser.parse_args(argv)
+
+    out_dir = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    options = StackOptions(work_orders=args.work_orders, rate_limit="100000r/s", rate_burst=100000,
+                           nginx_access_log=False,
+                           nginx_extra_locations=FLOOR_LOCATION, nginx_extra_upstreams="")
+    stack = Stack(options)
+    floor_socket = stack.run_dir / "floor.sock"
+    options.nginx_extra_upstreams = FLOOR_UPSTREAM.format(socket=floor_socket)
+    started = datetime.now(timezone.utc)
+    results: dict = {"started": started.isoformat(timespec="seconds"), "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+                     "machine": {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                                 "python": platform.python_version(), "kernel": platform.release()}}
+    try:
+        stack.start()
+        results["seed"] = {"counts": stack.counts, "timings": stack.timings}
+        floor = ManagedProcess(
+            "floor", [venv_binary("gunicorn"), "-c", "python:workorder.gunicorn_conf", "floor_app:application"],
+            env={**stack.gunicorn_env(), "GUNICORN_BIND": f"unix:{floor_socket}", "DJANGO_SETTINGS_MODULE": "floor_app",
+                 "PYTHONPATH": str(HERE), "PROMETHEUS_MULTIPROC_DIR": str(stack.run_dir / "floor-multiproc")},
+            cwd=str(HERE), log_path=stack.logs / "floor-gunicorn.log")
+        (stack.run_dir / "floor-multiproc").mkdir(exist_ok=True)
+        stack.extra_processes.append(floor.start())
+        floor.wait_until(lambda: stack.get("/floor/")[0] == 200, 60, "serving /floor/")
+
+        print("\n== login cost (PBKDF2) ==")
+        results["login"] = measure_login_cost(stack, args.login_samples)
+        print(json.dumps(results["login"]))
+
+        print("\n== framework floor (closed loop) ==")
+        token = stack.login("loadtest-supervisor-0001")
+        results["floor"] = {
+            "/floor/ (trivial Django JSON view)": run_saturation(stack, "FloorUser", args.floor_users, args.floor_time, out_dir, {}),
+            "/api/tasks/ (supervisor, page 1 of 20)": run_saturation(stack, "TaskListUser", args.floor_users, args.floor_time,
+                                                                    out_dir, {"BENCH_TOKEN": token}),
+        }
+        print(fmt_floor(results["floor"]))
+
+        rows: list[dict] = []
+        results["steps"] = rows
+        for users in steps:
+            spawn_rate = args.spawn_rate or max(10, users // 10)
+            print(f"\n== {users} users (spawn rate {spawn_rate}/s, {args.step_time}) ==", flush=True)
+            row = run_step(stack, users, args.step_time, out_dir, spawn_rate)
+            rows.append(row)
+            print(row.pop("tail"))
+            print(fmt_table(rows), flush=True)
+            _write(out_dir, results, rows)
+            if row["exit_code"] != 0 and not args.keep_going:
+                break
+    finally:
+        stack.cleanup()
+    rows = results.get("steps", [])
+    passing = [r["users"] for r in rows if r["exit_code"] == 0]
+    results["largest_passing_users"] = max(passing) if passing else None
+    _write(out_dir, results, rows)
+    print("\n" + (out_dir / "capacity.md").read_text())
+    return 0
+
+
+def _write(out_dir: Path, results: dict, rows: list[dict]) -> None:
+    (out_dir / "capacity.json").write_text(json.dumps(results, indent=2, default=str))
+    md = [f"Capacity benchmark, started {results['started']} on {results['machine']}", "",
+          f"Command: `{results['command']}`", ""]
+    if "login" in results:
+        login = results["login"]
+        md += [f"Login cost: {login['hasher']} with {login['iterations']:,} iterations: check_password "
+               f"{login['check_password_ms']} ms of CPU; POST /api/auth/login/ through nginx {login['login_http_ms']} ms "
+               f"(average of {login['samples']} sequential logins).", ""]
+    if "floor" in results:
+        md += ["Framework floor:", "", fmt_floor(results["floor"]), ""]
+    md += ["SLA steps (workorder-loadtest, HTTP requests only):", "", fmt_table(rows), ""]
+    if results.get("largest_passing_users") is not None:
+        md.append(f"Largest user count meeting the SLA: {results['largest_passing_users']}")
+    (out_dir / "capacity.md").write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
