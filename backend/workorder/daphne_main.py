@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
 
     cli = CommandLineInterface()
     cli.server_class = _sanitizing_server_class()
-    # daphne's access log goes to stdout by default; journald collects both streams.
+    # daphne's access log goes to stdout: one line per event, flushed at once (journald, log files).
+    sys.stdout.reconfigure(line_buffering=True)
     cli.run(daphne_argv)
 
 

@@ -151,7 +151,7 @@ REDIS_URL = env("REDIS_URL")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
+            "BACKEND": "workorder.core.cache.PrometheusRedisCache",  # no django-redis needed
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "workorder",
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
