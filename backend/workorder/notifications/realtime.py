@@ -221,7 +221,11 @@ class NotificationConsumer(AsyncWebsocketConsumer):
         self.user = user
         self.group = group_name(user.pk)
         try:
-            await self.channel_layer.group_add(self.group, self.channel_name)
+            try:
+                await self.channel_layer.group_add(self.group, self.channel_name)
+            except Exception:  # noqa: BLE001 - a pooled connection may be stale after a Redis restart
+                await asyncio.sleep(0.1)
+                await self.channel_layer.group_add(self.group, self.channel_name)
         except Exception as exc:  # noqa: BLE001
             logger.warning("websocket for user %s closed: channel layer unavailable: %s: %s", user.pk,
                            type(exc).__name__, exc)
