@@ -1,0 +1,205 @@
+"""A tiny in-memory stand-in for the workorder API (issue 2's paths and fields), on loopback.
+
+Just enough to drive the Locust suite end to end in unit tests: token login, /me, tasks with
+pagination and filters, claim/assign/progress with the real conflict rules, work orders, catalog,
+users, notifications, statistics. Knobs: ``delay`` (seconds added to every request), ``password``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+DEPARTMENTS = (1, 2)
+
+
+class State:
+    def __init__(self, password: str = "secret", operators: int = 20, supervisors: int = 6, makers: int = 6,
+                 tasks: int = 300):
+        self.lock = threading.Lock()
+        self.password = password
+        self.users: dict[str, dict] = {}
+        uid = 0
+        for role, count in (("operator", operators), ("supervisor", supervisors), ("maker", makers)):
+            for n in range(1, count + 1):
+                uid += 1
+                dept = DEPARTMENTS[(n - 1) % len(DEPARTMENTS)] if role != "maker" else None
+                name = f"loadtest-{role}-{n:04d}"
+                self.users[name] = {"id": uid, "username": name, "role": role, "department": dept}
+        self.tokens: dict[str, dict] = {}
+        self.tasks = {
+            i: {"id": i, "work_order": (i - 1) // 2 + 1, "process": 1 + (i % 2), "sequence": 1 + (i % 2),
+                "assigned_department": DEPARTMENTS[i % 2], "assigned_operator": None, "status": "pending",
+                "planned_quantity": 50, "completed_quantity": 0}
+            for i in range(1, tasks + 1)
+        }
+        self.workorders = {i: {"id": i, "number": f"WO-{i:06d}", "customer": 1, "product": 1,
+                               "production_quantity": 50, "priority": "normal", "created_by": None,
+                               "approval_status": "approved", "status": "open"} for i in range(1, tasks // 2 + 1)}
+        self.requests = 0
+        self.logins = 0
+
+
+def page(items: list, query: dict) -> dict:
+    size = int(query.get("page_size", ["20"])[0])
+    number = int(query.get("page", ["1"])[0])
+    pages = max(1, math.ceil(len(items) / size))
+    if number < 1 or number > pages:
+        raise LookupError("Invalid page.")
+    return {"count": len(items), "next": None, "previous": None,
+            "results": items[(number - 1) * size: number * size]}
+
+
+def make_handler(state: State, delay: float):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+        def reply(self, status: int, body) -> None:
+            raw = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def user(self):
+            auth = self.headers.get("Authorization", "")
+            return state.tokens.get(auth[6:]) if auth.startswith("Token ") else None
+
+        def body(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            return json.loads(self.rfile.read(length) or b"{}") if length else {}
+
+        def do_GET(self):
+            self.handle_any("GET")
+
+        def do_POST(self):
+            self.handle_any("POST")
+
+        def handle_any(self, method: str) -> None:
+            if delay:
+                time.sleep(delay)
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query)
+            path = parts.path
+            with state.lock:
+                state.requests += 1
+                try:
+                    status, body = self.route(method, path, query)
+                except LookupError as exc:
+                    status, body = 404, {"detail": str(exc)}
+            self.reply(status, body)
+
+        def route(self, method, path, query):
+            if method == "POST" and path == "/api/auth/login/":
+                data = self.body()
+                state.logins += 1
+                u = state.users.get(data.get("username"))
+                if u is None or data.get("password") != state.password:
+                    return 400, {"non_field_errors": ["Unable to log in with provided credentials."]}
+                token = f"tok-{u['id']}"
+                state.tokens[token] = u
+                return 200, {"token": token}
+            me = self.user()
+            if me is None:
+                return 401, {"detail": "Authentication credentials were not provided."}
+            if method == "GET" and path == "/api/auth/me/":
+                return 200, me
+            if method == "GET" and path == "/api/tasks/":
+                items = list(state.tasks.values())
+                if me["role"] != "maker":
+                    items = [t for t in items if t["assigned_department"] == me["department"]]
+                for key in ("status", "assigned_department", "assigned_operator"):
+                    if key in query:
+                        value = query[key][0]
+                        items = [t for t in items if str(t[key]) == value]
+                return 200, page(items, query)
+            m = re.fullmatch(r"/api/tasks/(\d+)/(?:(\w+)/)?", path)
+            if m:
+                t = state.tasks.get(int(m[1]))
+                if t is None or (me["role"] != "maker" and t["assigned_department"] != me["department"]):
+                    raise LookupError("Not found.")
+                action = m[2]
+                if method == "GET" and action is None:
+                    return 200, t
+                if method == "POST" and action == "claim":
+                    if t["status"] != "pending" or t["assigned_operator"] is not None:
+                        return 409, {"detail": "Task is no longer claimable."}
+                    t.update(assigned_operator=me["id"], status="in_progress")
+                    return 200, t
+                if method == "POST" and action == "assign":
+                    op = next((u for u in state.users.values() if u["id"] == self.body().get("operator_id")), None)
+                    if op is None or op["department"] != t["assigned_department"] or op["role"] != "operator":
+                        return 400, {"operator_id": ["Not an operator of this task's department."]}
+                    if t["status"] != "pending":
+                        return 409, {"detail": "Task is not pending."}
+                    t.update(assigned_operator=op["id"])
+                    return 200, t
+                if method == "POST" and action == "update_progress":
+                    qty = self.body().get("quantity")
+                    if not isinstance(qty, int) or qty <= 0:
+                        return 400, {"quantity": ["Must be positive."]}
+                    if t["assigned_operator"] != me["id"] or t["status"] != "in_progress":
+                        return 409, {"detail": "Not your in-progress task."}
+                    if t["completed_quantity"] + qty > t["planned_quantity"]:
+                        return 409, {"detail": "Exceeds planned quantity."}
+                    t["completed_quantity"] += qty
+                    if t["completed_quantity"] == t["planned_quantity"]:
+                        t["status"] = "completed"
+                    return 200, t
+                return 405, {"detail": "Method not allowed."}
+            if path == "/api/workorders/":
+                if method == "POST":
+                    data = self.body()
+                    if not all(k in data for k in ("customer", "product", "production_quantity", "delivery_date")):
+                        return 400, {"detail": "missing fields"}
+                    new_id = max(state.workorders) + 1
+                    state.workorders[new_id] = dict(data, id=new_id, created_by=me["id"])
+                    return 201, state.workorders[new_id]
+                items = list(state.workorders.values())
+                if me["role"] == "maker":
+                    items = [w for w in items if w["created_by"] == me["id"]]
+                return 200, page(items, query)
+            if method == "GET" and path in ("/api/products/", "/api/customers/"):
+                return 200, page([{"id": i, "name": f"item {i}"} for i in (1, 2, 3)], query)
+            if method == "GET" and path == "/api/users/":
+                items = [u for u in state.users.values()
+                         if ("role" not in query or u["role"] == query["role"][0])
+                         and ("department" not in query or str(u["department"]) == query["department"][0])]
+                return 200, page(items, {"page_size": ["500"]})
+            if method == "GET" and path == "/api/notifications/":
+                return 200, {"count": 0, "next": None, "previous": None, "results": []}
+            if method == "GET" and path.startswith("/api/statistics/"):
+                return 200, {"overall": {"pending": 1}, "departments": []}
+            raise LookupError("Not found.")
+
+    return Handler
+
+
+class FakeService:
+    def __init__(self, delay: float = 0.0, **state_kwargs):
+        self.state = State(**state_kwargs)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state, delay))
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> "FakeService":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
