@@ -115,8 +115,10 @@ def _check_django_settings() -> None:
         raise SystemExit(2) from None
 
 
+_check_django_settings()  # at configuration load, in the master, before gunicorn even starts
+
+
 def on_starting(server) -> None:
-    _check_django_settings()
     _wipe_multiproc_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
