@@ -167,22 +167,28 @@ let
         echo "workorder-manage: run it as root (sudo) or as ${user}" >&2
         exit 1
       fi
-      set -a
-      ${lib.toShellVars environment}
+      ${concatStringsSep "\n" (
+        lib.mapAttrsToList (name: value: "export ${name}=${lib.escapeShellArg value}") environment
+      )}
       ${optionalString (cfg.environmentFile != null) ''
+        set -a
         # shellcheck disable=SC1091
         source ${cfg.environmentFile}
+        set +a
       ''}
-      set +a
-      ${optionalString (cfg.secretKeyFile != null) ''
-        DJANGO_SECRET_KEY="$(cat ${cfg.secretKeyFile})"
-        export DJANGO_SECRET_KEY
-      ''}
-      ${optionalString (cfg.database.passwordFile != null) ''
-        DATABASE_PASSWORD="$(cat ${cfg.database.passwordFile})"
-        export DATABASE_PASSWORD
-      ''}
-      cd ${stateDir}
+      if [ "$(id -u)" -eq 0 ]; then
+        # The secret files are usually root-only: pass their contents to the service user.
+        ${optionalString (cfg.secretKeyFile != null) ''
+          DJANGO_SECRET_KEY="$(cat ${cfg.secretKeyFile})"
+          export DJANGO_SECRET_KEY
+        ''}
+        ${optionalString (cfg.database.passwordFile != null) ''
+          DATABASE_PASSWORD="$(cat ${cfg.database.passwordFile})"
+          export DATABASE_PASSWORD
+        ''}
+        true
+      fi
+      cd ${stateDir} || exit 1
       if [ "$(id -u)" -eq 0 ]; then
         exec runuser -u ${user} -- ${cfg.package}/bin/workorder-manage "$@"
       fi
