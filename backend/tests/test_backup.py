@@ -617,3 +617,99 @@ def test_metrics_after_a_first_ever_failure_report_no_success(tool):
     values = tool.metrics()
     assert values["workorder_backup_last_success_timestamp_seconds"] == 0
     assert values["workorder_backup_last_run_success"] == 0
+
+
+def _fake_pg_restore(tmp_path: Path, on_restore: str) -> dict:
+    """pg_restore that behaves normally for --list and runs on_restore (bash) when restoring into --dbname."""
+    from harness.services import pg_binary
+
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir(exist_ok=True)
+    script = bindir / "pg_restore"
+    script.write_text(
+        "#!/bin/bash\ndb=\nfor a in \"$@\"; do case $a in --dbname=*) db=${a#--dbname=};; esac; done\n"
+        f"real={pg_binary('pg_restore')}\npsql={pg_binary('psql')}\n"
+        "if [ -z \"$db\" ]; then exec \"$real\" \"$@\"; fi\n" + on_restore)
+    script.chmod(0o755)
+    return {"PATH": f"{bindir}:{os.environ['PATH']}"}
+
+
+def test_verify_restore_fails_on_a_row_count_difference_and_publishes_and_prunes_nothing(tool, pg_server, tmp_path):
+    old = [make_fake_set(tool.backup_dir, 40 + age) for age in range(9)]
+    env = _fake_pg_restore(tmp_path, "\"$real\" \"$@\" || exit $?\n"
+                                     "\"$psql\" -X -q -d \"$db\" -c 'DELETE FROM work_order WHERE id = 1' >/dev/null\n")
+    proc = tool.run("backup", "--verify-restore", env=env)
+    assert_one_line_failure(proc, "verify-restore: row counts differ", "public.work_order: expected 1000, got 999", code=3)
+    assert tool.sets() == sorted(old)  # no new set, nothing pruned
+    assert [e for e in tool.entries() if e.startswith(".workorder-2")] == []
+    assert not [d for d in database_names(pg_server) if d.startswith("workorder_backup_verify_")]
+    assert tool.metrics()["workorder_backup_last_run_success"] == 0
+
+
+def test_scratch_database_of_a_killed_verify_restore_run_is_dropped_by_the_next_run(tool, pg_server, tmp_path):
+    pidfile = tmp_path / "pg_restore.pid"
+    env = _fake_pg_restore(tmp_path, f"echo $$ > {pidfile}\nexec sleep 120\n")
+    proc = subprocess.Popen(tool.command("backup", "--verify-restore"), env={**tool.env, **env}, cwd="/",
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not pidfile.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate() if proc.poll() is not None else "timeout"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    scratch = [d for d in database_names(pg_server) if d.startswith("workorder_backup_verify_")]
+    assert len(scratch) == 1 and tool.sets() == []
+
+    out = tool.ok("backup", "--verify-restore").stdout
+    assert f"dropped leftover scratch database {scratch[0]}" in out
+    assert not [d for d in database_names(pg_server) if d.startswith("workorder_backup_verify_")]
+    assert len(tool.sets()) == 1
+
+
+def test_sigterm_mid_dump_removes_the_temporary_set_and_records_a_failed_run(tool, tmp_path):
+    env = _fake_pg_dump(tmp_path, "printf 'PGDMP partial' > \"$out\"\nexec sleep 120\n")
+    proc = subprocess.Popen(tool.command("backup"), env={**tool.env, **env}, cwd="/", text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tool.backup_dir.glob(".workorder-*.partial-*/*.dump")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the run never started writing its dump"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # what systemd sends on stop / TimeoutStartSec
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    assert stderr.strip() == "workorder-backup: interrupted by SIGTERM"
+    assert tool.entries() == [".workorder-backup.lock"]
+    assert tool.metrics()["workorder_backup_last_run_success"] == 0
+
+
+def test_unix_socket_database_url_as_used_by_the_nixos_module(tool, pg_server):
+    url = f"postgresql:///{tool.dbname}?host={pg_server.socket_dir}&port={pg_server.port}&user={pg_server.user}"
+    tool.ok("backup", "--verify-restore", env={"DATABASE_URL": url})
+    assert tool.ok("verify", "--restore", env={"DATABASE_URL": url}).stdout.startswith("OK ")
+
+
+def test_restore_recreates_a_dropped_database_from_database_url(tool, pg_server):
+    tool.ok("backup", "--no-media")
+    expected = table_contents(pg_server, tool.dbname)
+    pg_server.psql(f'DROP DATABASE "{tool.dbname}" WITH (FORCE)')
+    proc = tool.ok("restore", "latest", "--no-media")
+    assert f"created database {tool.dbname}" in proc.stdout
+    assert table_contents(pg_server, tool.dbname) == expected
+
+
+def test_pg_binaries_are_found_without_path_via_debian_locations(monkeypatch, tmp_path):
+    from workorder.backup.pg import find_pg_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing there: no pg_dump, no pg_config
+    found = find_pg_binary("pg_dump")
+    assert found.startswith("/usr/lib/postgresql/") and found.endswith("/bin/pg_dump") and os.access(found, os.X_OK)

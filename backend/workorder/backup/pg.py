@@ -193,6 +193,7 @@ def exported_snapshot(db: Database) -> Iterator[Snapshot]:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_export_snapshot(), current_setting('server_version')")
             snapshot_id, version = cur.fetchone()
+            cur.execute("SET LOCAL lock_timeout = '300s'")  # a table locked by a long migration: fail, don't hang
             cur.execute("""SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database
                            WHERE datname = current_database()""")
             encoding, collate, ctype = cur.fetchone()
