@@ -1,0 +1,75 @@
+"""Pagination: {"count","next","previous","results"}, bounded page_size, cheap cached counts."""
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from tests import domain_builders as b
+from workorder.core.pagination import MAX_PAGE_SIZE
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def shop():
+    cache.clear()
+    shop = b.Shop()
+    for _ in range(6):
+        shop.approved()  # 12 tasks, 6 orders
+    return shop
+
+
+def count_queries(ctx):
+    return [q["sql"] for q in ctx.captured_queries if q["sql"].lstrip().upper().startswith("SELECT COUNT")]
+
+
+def test_response_shape_and_links(shop):
+    body = b.client(shop.admin).get("/api/tasks/?page_size=5&page=2").json()
+    assert list(body) == ["count", "next", "previous", "results"]
+    assert body["count"] == 12 and len(body["results"]) == 5
+    assert "page=3" in body["next"] and "page_size=5" in body["next"]
+    assert body["previous"] is not None
+
+
+def test_default_page_size_is_20_and_maximum_is_100():
+    cache.clear()
+    shop = b.Shop()
+    for _ in range(55):
+        shop.approved()  # 110 tasks
+    api = b.client(shop.admin)
+    assert len(api.get("/api/tasks/").json()["results"]) == 20
+    assert MAX_PAGE_SIZE == 100
+    assert len(api.get("/api/tasks/?page_size=1000").json()["results"]) == 100
+
+
+def test_count_is_cached_for_the_same_query(shop):
+    api = b.client(shop.admin)
+    with CaptureQueriesContext(connection) as first:
+        assert api.get("/api/tasks/?page_size=5&status=pending").json()["count"] == 12
+    with CaptureQueriesContext(connection) as second:
+        assert api.get("/api/tasks/?page_size=5&status=pending&page=2").json()["count"] == 12
+    assert len(count_queries(first)) == 1
+    assert count_queries(second) == []
+
+
+def test_count_cache_is_per_filter_and_per_visibility(shop):
+    b.client(shop.admin).get("/api/tasks/?page_size=5")
+    operator_count = b.client(shop.cut_op).get("/api/tasks/?page_size=5").json()["count"]
+    assert operator_count == 6  # not the admin's cached 12
+    assert b.client(shop.admin).get("/api/tasks/?page_size=5&status=completed").json()["count"] == 0
+
+
+def test_short_first_page_needs_no_count_query(shop):
+    with CaptureQueriesContext(connection) as ctx:
+        body = b.client(shop.cut_op).get("/api/tasks/?page_size=50").json()
+    assert body["count"] == 6 and body["next"] is None
+    assert count_queries(ctx) == []
+
+
+def test_cached_count_expires(shop, settings):
+    settings.PAGINATION_COUNT_CACHE_SECONDS = 0  # 0 = do not keep
+    api = b.client(shop.admin)
+    api.get("/api/tasks/?page_size=5")
+    shop.approved()
+    assert api.get("/api/tasks/?page_size=5").json()["count"] == 14

@@ -1,0 +1,86 @@
+"""Statistics endpoints: correct aggregates, cached for STATISTICS_CACHE_SECONDS."""
+
+import datetime as dt
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from tests import domain_builders as b
+from workorder.production import services
+from workorder.production.models import Task
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def shop(settings):
+    settings.STATISTICS_CACHE_SECONDS = 0
+    cache.clear()
+    shop = b.Shop()
+    # order A: cutting done (handed over), welding claimed
+    shop.a = shop.approved(quantity=2)
+    a1, a2 = shop.tasks(shop.a)
+    services.claim_task(shop.cut_op, a1.pk)
+    services.update_progress(shop.cut_op, a1.pk, 2)
+    services.claim_task(shop.weld_op, a2.pk)
+    # order B: nothing started
+    shop.b = shop.approved(quantity=3)
+    # a pending order (no tasks) does not count anywhere
+    b.work_order(shop.maker, shop.product)
+    return shop
+
+
+def by_department(rows, shop):
+    return {r["department"]: r for r in rows if r["department"] in (shop.cutting.pk, shop.welding.pk)}
+
+
+def test_task_summary_counts_tasks_by_status_overall_and_per_department(shop):
+    body = b.client(shop.cut_op).get("/api/statistics/task_summary/").json()
+    assert body["by_status"] == {"pending": 2, "in_progress": 1, "completed": 1, "cancelled": 0}
+    assert body["total"] == 4
+    rows = by_department(body["departments"], shop)
+    assert rows[shop.cutting.pk]["completed"] == 1 and rows[shop.cutting.pk]["pending"] == 1
+    assert rows[shop.welding.pk]["in_progress"] == 1 and rows[shop.welding.pk]["total"] == 2
+    assert rows[shop.cutting.pk]["department_name"] == shop.cutting.name
+
+
+def test_department_workload_counts_pending_in_progress_completed_today_and_operators(shop):
+    old = Task.objects.filter(work_order=shop.b, sequence=1).get()
+    services.claim_task(shop.cut_op2, old.pk)
+    services.update_progress(shop.cut_op2, old.pk, 3)
+    Task.objects.filter(pk=old.pk).update(completed_at=timezone.now() - dt.timedelta(days=3))
+    body = b.client(shop.maker).get("/api/statistics/department_workload/").json()
+    rows = by_department(body["departments"], shop)
+    cutting, welding = rows[shop.cutting.pk], rows[shop.welding.pk]
+    assert (cutting["pending"], cutting["in_progress"], cutting["completed_today"]) == (0, 0, 1)
+    assert cutting["operators"] == 2 and cutting["tasks_per_operator"] == 0
+    assert (welding["pending"], welding["in_progress"], welding["completed_today"]) == (1, 1, 0)
+    assert welding["operators"] == 1 and welding["tasks_per_operator"] == 2.0
+
+
+def test_collaboration_counts_handoffs_between_departments_and_orders_waiting(shop):
+    body = b.client(shop.weld_sup).get("/api/statistics/collaboration/").json()
+    pairs = [h for h in body["handoffs"] if h["from_department"] == shop.cutting.pk]
+    assert pairs == [{
+        "from_department": shop.cutting.pk, "from_department_name": shop.cutting.name,
+        "to_department": shop.welding.pk, "to_department_name": shop.welding.name,
+        "handoffs": 2, "completed": 1, "pending": 1,
+    }]
+    waiting = {w["department"]: w["work_orders"] for w in body["waiting"]}
+    assert waiting[shop.cutting.pk] == 1  # order B waits on cutting
+    assert waiting[shop.welding.pk] == 1  # order A moved on to welding
+
+
+def test_statistics_are_cached_for_the_configured_seconds(shop, settings):
+    settings.STATISTICS_CACHE_SECONDS = 60
+    api = b.client(shop.admin)
+    before = api.get("/api/statistics/task_summary/").json()
+    shop.approved()
+    assert api.get("/api/statistics/task_summary/").json() == before  # served from cache
+    settings.STATISTICS_CACHE_SECONDS = 0
+    assert api.get("/api/statistics/task_summary/").json()["total"] == before["total"] + 2
+
+
+def test_statistics_need_authentication(shop):
+    assert b.client().get("/api/statistics/collaboration/").status_code == 401
