@@ -7,8 +7,11 @@ users, notifications, statistics. Knobs: ``delay`` (seconds added to every reque
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
+import struct
 import re
 import threading
 import time
@@ -43,6 +46,9 @@ class State:
                                "approval_status": "approved", "status": "open"} for i in range(1, tasks // 2 + 1)}
         self.requests = 0
         self.logins = 0
+        self.sockets: dict[int, list] = {}
+        self.notifications = 0
+        self.marked_read = 0
 
 
 def page(items: list, query: dict) -> dict:
@@ -55,9 +61,27 @@ def page(items: list, query: dict) -> dict:
             "results": items[(number - 1) * size: number * size]}
 
 
+def send_frame(conn, payload: bytes, opcode: int = 1) -> None:
+    wfile, lock = conn
+    n = len(payload)
+    head = bytes([0x80 | opcode]) + (bytes([n]) if n < 126 else bytes([126]) + struct.pack("!H", n))
+    with lock:
+        wfile.write(head + payload)
+        wfile.flush()
+
+
+def push(state: State, user_id: int, message: dict) -> None:
+    for conn in list(state.sockets.get(user_id, [])):
+        try:
+            send_frame(conn, json.dumps(message).encode())
+        except OSError:
+            pass
+
+
 def make_handler(state: State, delay: float):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):  # keep test output quiet
             pass
@@ -79,7 +103,56 @@ def make_handler(state: State, delay: float):
             return json.loads(self.rfile.read(length) or b"{}") if length else {}
 
         def do_GET(self):
+            if self.headers.get("Upgrade", "").lower() == "websocket":
+                self.websocket()
+                return
             self.handle_any("GET")
+
+        def websocket(self) -> None:
+            """Minimal RFC 6455 server side: token auth, pushes, mark_read, ping/close."""
+            parts = urlsplit(self.path)
+            token = parse_qs(parts.query).get("token", [""])[0]
+            user = state.tokens.get(token)
+            if parts.path != "/ws/notifications/" or user is None:
+                self.reply(403, {"detail": "forbidden"})
+                return
+            accept = base64.b64encode(hashlib.sha1(
+                (self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+            self.send_response(101)
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept.decode())
+            self.end_headers()
+            self.wfile.flush()
+            conn = (self.wfile, threading.Lock())
+            with state.lock:
+                state.sockets.setdefault(user["id"], []).append(conn)
+            self.close_connection = True
+            try:
+                while True:
+                    head = self.rfile.read(2)
+                    if len(head) < 2:
+                        return
+                    opcode, length = head[0] & 0x0F, head[1] & 0x7F
+                    if length == 126:
+                        length = struct.unpack("!H", self.rfile.read(2))[0]
+                    elif length == 127:
+                        length = struct.unpack("!Q", self.rfile.read(8))[0]
+                    mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+                    if opcode == 8:
+                        send_frame(conn, payload, opcode=8)
+                        return
+                    if opcode == 9:
+                        send_frame(conn, payload, opcode=10)
+                    elif opcode == 1 and json.loads(payload).get("action") == "mark_read":
+                        with state.lock:
+                            state.marked_read += 1
+            except (OSError, ValueError):
+                return
+            finally:
+                with state.lock:
+                    state.sockets[user["id"]].remove(conn)
 
         def do_POST(self):
             self.handle_any("POST")
@@ -136,12 +209,18 @@ def make_handler(state: State, delay: float):
                     t.update(assigned_operator=me["id"], status="in_progress")
                     return 200, t
                 if method == "POST" and action == "assign":
-                    op = next((u for u in state.users.values() if u["id"] == self.body().get("operator_id")), None)
+                    operator_id = self.body().get("operator_id")
+                    op = next((u for u in state.users.values() if u["id"] == operator_id), None)
                     if op is None or op["department"] != t["assigned_department"] or op["role"] != "operator":
                         return 400, {"operator_id": ["Not an operator of this task's department."]}
                     if t["status"] != "pending":
                         return 409, {"detail": "Task is not pending."}
                     t.update(assigned_operator=op["id"])
+                    state.notifications += 1
+                    push(state, op["id"], {"type": "notification", "id": state.notifications,
+                                           "kind": "task_assigned", "message": f"Task {t['id']} assigned to you",
+                                           "object": {"type": "production.task", "id": t["id"]},
+                                           "created_at": "2026-01-01T00:00:00Z"})
                     return 200, t
                 if method == "POST" and action == "update_progress":
                     qty = self.body().get("quantity")
@@ -189,6 +268,7 @@ class FakeService:
         self.state = State(**state_kwargs)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state, delay))
         self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # clients vanish at the end of a run
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
 
     @property
