@@ -82,11 +82,14 @@
           packages = self.packages.${system};
           inherit (packages) workorder workorder-loadtest;
 
+          # The packages themselves are in the environments too: tests start `python -m
+          # workorder.backup` from other directories and look for console scripts beside
+          # sys.executable.
           backendPython = workorder.python.withPackages (
-            ps: workorder.runtimeDependencies ps ++ workorder.testDependencies ps
+            ps: [ (ps.toPythonModule workorder) ] ++ workorder.testDependencies ps
           );
           loadtestPython = workorder-loadtest.python.withPackages (
-            ps: workorder-loadtest.runtimeDependencies ps ++ workorder-loadtest.testDependencies ps
+            ps: [ (ps.toPythonModule workorder-loadtest) ] ++ workorder-loadtest.testDependencies ps
           );
         in
         {
@@ -115,6 +118,7 @@
                   backendPython
                   pkgs.postgresql
                   pkgs.redis
+                  pkgs.prometheus.cli # promtool checks the backup's textfile output
                 ];
               }
               ''

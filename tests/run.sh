@@ -38,6 +38,12 @@ if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
 fi
 
 # --- Python environment, pinned by backend/constraints.txt -------------------------------------
+if [ -n "${WORKORDER_NIX_VENV:-}" ] && [ -x "$WORKORDER_NIX_VENV/bin/python" ]; then
+  # `nix develop -c bash tests/run.sh`: the dev shell's Python (nixpkgs versions, editable installs
+  # of backend/ and loadtest/, see flake.nix) and its service binaries on PATH; nothing downloaded.
+  log "using the Nix dev shell's Python ($WORKORDER_NIX_VENV)"
+  export PATH="$WORKORDER_NIX_VENV/bin:$PATH"
+else
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
@@ -49,6 +55,7 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+fi
 
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(backend loadtest repo)
