@@ -156,17 +156,18 @@
         let
           packages = self.packages.${pkgs.stdenv.hostPlatform.system};
           inherit (packages) workorder workorder-loadtest;
-          python = workorder.python.withPackages (
-            ps:
-            workorder.runtimeDependencies ps
-            ++ workorder.testDependencies ps
-            ++ workorder-loadtest.runtimeDependencies ps
-            ++ workorder-loadtest.testDependencies ps
+          inherit (workorder) python;
+          # Python packages as shell inputs: their setup hook puts them on PYTHONPATH, which the
+          # virtualenv below inherits (a venv made from a withPackages env would not see them).
+          pythonPackages =
+            workorder.runtimeDependencies python.pkgs
+            ++ workorder.testDependencies python.pkgs
+            ++ workorder-loadtest.runtimeDependencies python.pkgs
+            ++ workorder-loadtest.testDependencies python.pkgs
             ++ [
-              ps.pip
-              ps.setuptools
-            ]
-          );
+              python.pkgs.pip
+              python.pkgs.setuptools
+            ];
         in
         {
           # `nix develop -c bash tests/run.sh`: every service binary the tests start comes from
@@ -174,6 +175,9 @@
           default = pkgs.mkShell {
             packages = [
               python
+            ]
+            ++ pythonPackages
+            ++ [
               pkgs.postgresql
               pkgs.redis
               pkgs.nginx
@@ -188,15 +192,16 @@
               pkgs.nixfmt
             ];
             shellHook = ''
-              # Editable installs of backend/ and loadtest/ on top of the Nix Python (no downloads):
-              # gives the console scripts (workorder-manage, workorder-daphne, workorder-backup,
-              # workorder-loadtest) that the stack test starts. tests/run.sh then skips its pip step.
+              # Editable installs of backend/ and loadtest/ (no downloads, no dependencies: those
+              # come from nixpkgs through PYTHONPATH). They provide the console scripts the stack
+              # test starts (workorder-manage, -daphne, -backup, -loadtest); tests/run.sh sees
+              # WORKORDER_NIX_VENV and skips its pip step.
               if [ -f backend/pyproject.toml ] && [ -f loadtest/pyproject.toml ]; then
                 export WORKORDER_NIX_VENV="$PWD/.venv-nix"
                 if [ ! -x "$WORKORDER_NIX_VENV/bin/python" ]; then
-                  python -m venv --system-site-packages "$WORKORDER_NIX_VENV"
-                  "$WORKORDER_NIX_VENV/bin/pip" install --quiet --no-deps --no-build-isolation \
-                    --disable-pip-version-check -e ./backend -e ./loadtest
+                  python -m venv --without-pip "$WORKORDER_NIX_VENV"
+                  "$WORKORDER_NIX_VENV/bin/python" -m pip install --quiet --no-deps --no-index \
+                    --no-build-isolation --disable-pip-version-check -e ./backend -e ./loadtest
                 fi
                 export PATH="$WORKORDER_NIX_VENV/bin:$PATH"
               fi
