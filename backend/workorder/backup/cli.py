@@ -18,6 +18,8 @@ import argparse
 import signal
 import sys
 
+import psycopg2
+
 from . import operations
 from .errors import EXIT_FAILED, EXIT_USAGE, BackupError, Interrupted, one_line
 from .store import io_reason
@@ -102,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except OSError as exc:
         print(f"workorder-backup: {io_reason(exc)}", file=sys.stderr, flush=True)
+        return EXIT_FAILED
+    except psycopg2.Error as exc:
+        print(f"workorder-backup: database error: {one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_FAILED
     except ValueError as exc:
         print(f"workorder-backup: {one_line(exc)}", file=sys.stderr, flush=True)
