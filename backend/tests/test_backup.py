@@ -704,11 +704,11 @@ def test_unix_socket_database_url_as_used_by_the_nixos_module(tool, pg_server):
     assert tool.ok("verify", "--restore", env={"DATABASE_URL": url}).stdout.startswith("OK ")
 
 
-def test_restore_recreates_a_dropped_database_from_database_url(tool, pg_server):
+def test_restore_recreates_a_dropped_database_from_database_url_with_parallel_jobs(tool, pg_server):
     tool.ok("backup", "--no-media")
     expected = table_contents(pg_server, tool.dbname)
     pg_server.psql(f'DROP DATABASE "{tool.dbname}" WITH (FORCE)')
-    proc = tool.ok("restore", "latest", "--no-media")
+    proc = tool.ok("restore", "latest", "--no-media", "--jobs", "2")
     assert f"created database {tool.dbname}" in proc.stdout
     assert table_contents(pg_server, tool.dbname) == expected
 

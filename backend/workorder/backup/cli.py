@@ -3,7 +3,7 @@
     workorder-backup backup  [--verify-restore] [--retention-days 30] [--keep-at-least 7] [--no-prune] [--no-media]
     workorder-backup verify  [--restore] [BACKUP ...]
     workorder-backup list    [--json]
-    workorder-backup restore BACKUP [--target-db URL|NAME] [--force] [--no-media | --no-database] [--no-owner]
+    workorder-backup restore BACKUP [--target-db URL|NAME] [--force] [--no-media | --no-database] [--no-owner] [--jobs N]
     workorder-backup prune   [--retention-days 30] [--keep-at-least 7] [--dry-run]
 
 Common flags (any subcommand): --directory (WORKORDER_BACKUP_DIR), --media-dir (MEDIA_ROOT),
@@ -79,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--no-database", action="store_true", help="restore the media only")
     p.add_argument("--no-owner", action="store_true",
                    help="do not restore ownership and grants (pg_restore --no-owner --no-privileges)")
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="parallel pg_restore jobs (default 1 = one transaction: all or nothing)")
     p.set_defaults(func=lambda a, cfg: operations.run_restore(
-        cfg, a.backup, a.target_db, a.force, not a.no_database, not a.no_media, a.no_owner))
+        cfg, a.backup, a.target_db, a.force, not a.no_database, not a.no_media, a.no_owner, a.jobs))
 
     p = sub.add_parser("prune", parents=[common, retention], help="apply retention without taking a backup")
     p.add_argument("--dry-run", action="store_true", help="print what would be removed")

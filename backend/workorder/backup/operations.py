@@ -428,7 +428,7 @@ class _null:
 
 # -- restore ---------------------------------------------------------------------------------------
 def run_restore(cfg: Config, spec: str, target_db: str | None, force: bool, restore_database: bool,
-                restore_media: bool, no_owner: bool) -> int:
+                restore_media: bool, no_owner: bool, jobs: int = 1) -> int:
     directory = cfg.directory.absolute() if cfg.directory else Path.cwd()
     backup = store.resolve(directory, spec)
     pg_restore = cfg.tool("pg_restore")
@@ -465,7 +465,9 @@ def run_restore(cfg: Config, spec: str, target_db: str | None, force: bool, rest
             if not exists:
                 pg.create_database(admin, target.name, m.get("encoding"), m.get("lc_collate"), m.get("lc_ctype"))
                 log(f"created database {target.name}")
-            args = [pg_restore, "--no-password", "--exit-on-error", "--single-transaction", f"--dbname={target.dsn}"]
+            args = [pg_restore, "--no-password", "--exit-on-error", f"--dbname={target.dsn}"]
+            # one transaction: a failed restore leaves the old contents; --jobs trades that for speed
+            args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
             if nonempty:
                 args += ["--clean", "--if-exists"]
             if no_owner:
