@@ -111,7 +111,8 @@ def make_handler(state: State, delay: float):
         def websocket(self) -> None:
             """Minimal RFC 6455 server side: token auth, pushes, mark_read, ping/close."""
             parts = urlsplit(self.path)
-            token = parse_qs(parts.query).get("token", [""])[0]
+            auth = self.headers.get("Authorization", "")
+            token = auth[6:] if auth.startswith("Token ") else parse_qs(parts.query).get("token", [""])[0]
             user = state.tokens.get(token)
             if parts.path != "/ws/notifications/" or user is None:
                 self.reply(403, {"detail": "forbidden"})

@@ -319,9 +319,12 @@ class SupervisorUser(SupervisorMixin, ApiUser):
             self.operators_fetched = time.monotonic()
             if not self.operators:
                 return
+        # Look at the current list right before assigning (as a supervisor would): the backend lets
+        # a supervisor re-assign an in-progress task, so assigning from a stale list could take a
+        # task away from the operator who just claimed it.
+        self.pending = self.department_pending()
         candidates = [t for t in self.pending if t.get("assigned_operator") in (None, "")]
         if not candidates:
-            self.pending = self.department_pending()
             return
         chosen = random.choice(candidates)
         self.pending.remove(chosen)
@@ -558,7 +561,7 @@ class NotificationUser(SupervisorMixin, ApiUser):
         parts = urlsplit(self.host)
         scheme = "wss" if parts.scheme == "https" else "ws"
         path = parts.path.rstrip("/") + option(self.environment, "ws_path", "/ws/notifications/")
-        return urlunsplit((scheme, parts.netloc, path, urlencode({"token": self.operator_token}), ""))
+        return urlunsplit((scheme, parts.netloc, path, "", ""))
 
     def fire(self, name: str, started: float, exception: Exception | None = None, length: int = 0,
              response_time: float | None = None) -> None:
@@ -573,7 +576,9 @@ class NotificationUser(SupervisorMixin, ApiUser):
         timeout = float(option(self.environment, "request_timeout", 10.0))
         started = time.perf_counter()
         try:
-            ws = websocket.create_connection(self.ws_url(), timeout=timeout)
+            # The token goes in a header (kept out of URLs and access logs), as the consumer prefers.
+            ws = websocket.create_connection(self.ws_url(), timeout=timeout,
+                                             header=[f"Authorization: Token {self.operator_token}"])
         except Exception as exc:  # noqa: BLE001 - any handshake problem is a failed connect
             self.fire("[WS] Connect", started, exception=exc)
             return
@@ -619,10 +624,9 @@ class NotificationUser(SupervisorMixin, ApiUser):
         if self.ws is None:
             self.connect()
             return
+        self.pending = [t for t in self.department_pending() if t.get("assigned_operator") in (None, "")]
         if not self.pending:
-            self.pending = [t for t in self.department_pending() if t.get("assigned_operator") in (None, "")]
-            if not self.pending:
-                return
+            return
         chosen = self.pending.pop(random.randrange(len(self.pending)))
         task_id = ident(chosen.get("id"))
         waiter = AsyncResult()
