@@ -138,3 +138,12 @@ def test_login_with_bad_credentials_is_400(shop):
     body = assert_error(response, 400, "invalid")
     assert "non_field_errors" in body["errors"]
     assert_error(b.client().post("/api/auth/login/", {}, format="json"), 400, "invalid")
+
+
+@pytest.mark.parametrize("path", ["/api/tasks/1.5/", "/api/nope/", "/api/tasks/1/nope/", "/api/"])
+def test_unmatched_api_paths_are_404_json(shop, path):
+    assert_error(b.client(shop.admin).get(path), 404, "not_found")
+
+
+def test_actions_on_non_numeric_ids_are_404_json(shop):
+    assert_error(b.client(shop.admin).post("/api/notifications/-1.1/read/"), 404, "not_found")

@@ -1,6 +1,7 @@
 """The REST API under /api/ (routers for every domain app)."""
 
-from django.urls import include, path
+from django.http import JsonResponse
+from django.urls import include, path, re_path
 from rest_framework.routers import DefaultRouter
 
 from workorder.accounts.views import LoginView, LogoutView, MeView, UserViewSet
@@ -8,6 +9,13 @@ from workorder.catalog.views import CustomerViewSet, DepartmentViewSet, ProcessV
 from workorder.notifications.views import NotificationViewSet
 from workorder.production.views import TaskViewSet, WorkOrderViewSet
 from workorder.statistics.views import CollaborationView, DepartmentWorkloadView, TaskSummaryView
+
+
+
+def api_not_found(request, *args, **kwargs):
+    """Unknown paths under /api/ answer with the JSON error shape, not Django's HTML page."""
+    return JsonResponse({"detail": "Not found.", "code": "not_found", "errors": {}}, status=404)
+
 
 router = DefaultRouter()
 router.include_root_view = False
@@ -28,4 +36,6 @@ urlpatterns = [
     path("statistics/department_workload/", DepartmentWorkloadView.as_view(), name="statistics-department-workload"),
     path("statistics/collaboration/", CollaborationView.as_view(), name="statistics-collaboration"),
     path("", include(router.urls)),
+    # Last: unmatched paths ending in "/" (others first get APPEND_SLASH's redirect).
+    re_path(r"^(?:.*/)?$", api_not_found),
 ]

@@ -33,3 +33,5 @@ class StrictBooleanFilter(django_filters.ChoiceFilter):
 
 class ApiViewMixin:
     schema = ErrorResponseAutoSchema()
+    # Any id-like path segment (also "1.5", "abc") reaches the view and becomes a JSON 404 there.
+    lookup_value_regex = "[^/]+"
