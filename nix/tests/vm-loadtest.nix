@@ -171,7 +171,7 @@ in
             timeout=1800,
         )
         client.succeed("mkdir -p /tmp/loadtest-report && cp /tmp/loadtest-report.log /tmp/loadtest-report/")
-        client.copy_from_vm("/tmp/loadtest-report", "loadtest-report")
+        client.copy_from_vm("/tmp/loadtest-report")  # -> $out/loadtest-report
         client.log(output[-20000:])
 
     with subtest("record hardening and monitoring state"):
@@ -185,8 +185,8 @@ in
         server.succeed("curl -fsS http://127.0.0.1:9090/api/v1/targets > /tmp/server-state/targets.json")
         server.succeed("curl -fsS http://127.0.0.1:9090/api/v1/rules > /tmp/server-state/rules.json")
         server.succeed("curl -fsS http://127.0.0.1:9090/api/v1/alerts > /tmp/server-state/alerts.json")
-        server.copy_from_vm("/tmp/hardening", "hardening")
-        server.copy_from_vm("/tmp/server-state", "server-state")
+        server.copy_from_vm("/tmp/hardening")  # -> $out/hardening
+        server.copy_from_vm("/tmp/server-state")  # -> $out/server-state
         rules = json.loads(server.succeed("curl -fsS http://127.0.0.1:9090/api/v1/rules"))
         unhealthy = [r["name"] for g in rules["data"]["groups"] for r in g["rules"] if r.get("health") != "ok"]
         t.assertEqual(unhealthy, [], "every alert/recording rule evaluates")
