@@ -271,6 +271,11 @@ def test_list_shows_complete_sets_newest_first_and_ignores_incomplete_ones(tool)
     assert "incomplete" in proc.stderr
     text = tool.ok("list").stdout
     assert "workorder-20300101T000000Z" not in text and rows[0]["name"] in text
+    # restore and prune ignore it too; verify reports it
+    assert_one_line_failure(tool.run("restore", "workorder-20300101T000000Z", "--target-db", "x"), "incomplete", code=1)
+    tool.ok("prune", "--retention-days", "0", "--keep-at-least", "0")
+    assert tool.sets() == ["workorder-20300101T000000Z"]
+    assert "FAILED workorder-20300101T000000Z" in tool.run("verify").stderr
 
 
 # -- verify ----------------------------------------------------------------------------------------
@@ -720,3 +725,41 @@ def test_pg_binaries_are_found_without_path_via_debian_locations(monkeypatch, tm
     monkeypatch.setenv("PATH", str(tmp_path))  # nothing there: no pg_dump, no pg_config
     found = find_pg_binary("pg_dump")
     assert found.startswith("/usr/lib/postgresql/") and found.endswith("/bin/pg_dump") and os.access(found, os.X_OK)
+
+
+# -- units without a server ------------------------------------------------------------------------
+def test_password_from_database_url_is_kept_off_command_lines(monkeypatch):
+    from workorder.backup.pg import Database
+
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    db = Database.from_url("postgres://workorder:s3cret@127.0.0.1:5432/workorder?sslmode=disable")
+    assert "s3cret" not in db.dsn and os.environ["PGPASSWORD"] == "s3cret"
+    assert db.name == "workorder" and db.params["sslmode"] == "disable"
+    assert db.target("other").name == "other" and db.target("other").params["host"] == "127.0.0.1"
+    socket_db = Database.from_url("postgresql:///workorder?host=/run/postgresql")
+    assert socket_db.params["host"] == "/run/postgresql" and socket_db.name == "workorder"
+
+
+def test_multi_line_tool_errors_become_one_line():
+    from workorder.backup.errors import one_line
+
+    text = ('pg_dump: error: connection to server at "127.0.0.1", port 1 failed: Connection refused\n'
+            '\tIs the server running on that host and accepting TCP/IP connections?\n')
+    assert one_line(text) == ('connection to server at "127.0.0.1", port 1 failed: Connection refused '
+                              'Is the server running on that host and accepting TCP/IP connections?')
+
+
+def test_retention_plan_counts_only_verified_sets_and_never_goes_below_keep_at_least(tmp_path):
+    from workorder.backup.store import load_set, plan_retention
+
+    def sets(*specs):
+        return [load_set(tmp_path / make_fake_set(tmp_path, age, verified)) for age, verified in specs]
+
+    now = datetime.now(timezone.utc)
+    # nothing verified, all old: the newest 3 stay anyway
+    all_old = sets((50, False), (51, False), (52, False), (53, False))
+    keep, remove = plan_retention(all_old, now, 30, 3)
+    assert [s.name for s in remove] == [all_old[3].name]
+    # keep_at_least 0: plain age-based expiry
+    keep, remove = plan_retention(all_old, now, 30, 0)
+    assert keep == [] and len(remove) == 4

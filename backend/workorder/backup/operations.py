@@ -46,11 +46,13 @@ class Config:
                 os.environ["PGPASSWORD"] = Path(password_file).read_text().strip()
             except OSError as exc:
                 raise ConfigError(f"cannot read DATABASE_PASSWORD_FILE {password_file}: {store.io_reason(exc)}") from exc
+        directory = directory or env.get("WORKORDER_BACKUP_DIR")
+        metrics_file = metrics_file or env.get("WORKORDER_BACKUP_METRICS_FILE")
         return cls(
             database_url=env.get("DATABASE_URL") or None,
-            directory=Path(directory or env.get("WORKORDER_BACKUP_DIR") or "") if (directory or env.get("WORKORDER_BACKUP_DIR")) else None,
+            directory=Path(directory) if directory else None,
             media_dir=Path(media) if media else None,
-            metrics_file=Path(metrics_file or env.get("WORKORDER_BACKUP_METRICS_FILE") or "") if (metrics_file or env.get("WORKORDER_BACKUP_METRICS_FILE")) else None,
+            metrics_file=Path(metrics_file) if metrics_file else None,
             pg_bindir=pg_bindir,
         )
 
