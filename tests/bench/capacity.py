@@ -188,29 +188,29 @@ def loadtest_figures(report_dir: Path, stack: Stack) -> dict:
 
 
 def extract_summary_figures(summary: dict) -> dict:
-    """Pull the HTTP aggregate out of workorder-loadtest's JSON summary (keys per loadtest/)."""
-    if not summary:
+    """The HTTP aggregate of workorder-loadtest's summary.json (exact percentiles; logins and
+    WebSocket entries are separate groups there), with requests/s over the run's wall time."""
+    http = (summary.get("groups") or {}).get("http")
+    if not http:
         return {}
-    http = summary.get("http") or summary.get("aggregate") or summary.get("overall") or {}
-    if not isinstance(http, dict) or not http:
-        return {}
-
-    def pick(*names, default=0.0):
-        for name in names:
-            if name in http and http[name] is not None:
-                return http[name]
-        return default
-
-    n = int(pick("requests", "num_requests", default=0))
-    failures = int(pick("failures", "num_failures", default=0))
+    run = summary.get("run") or {}
+    duration = 0.0
+    try:
+        duration = (datetime.fromisoformat(run["ended_at"]) - datetime.fromisoformat(run["started_at"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        pass
+    n = int(http.get("requests") or 0)
+    login = (summary.get("groups") or {}).get("login") or {}
+    ws = (summary.get("groups") or {}).get("ws") or {}
     return {
-        "requests": n, "failures": failures,
-        "rps": float(pick("rps", "requests_per_second", "total_rps")),
-        "avg_ms": float(pick("avg_ms", "average_ms", "avg_response_time")),
-        "p50_ms": float(pick("p50_ms", "median_ms", "p50")),
-        "p95_ms": float(pick("p95_ms", "p95")),
-        "p99_ms": float(pick("p99_ms", "p99")),
-        "error_rate": float(pick("error_rate", "fail_ratio", default=(failures / n if n else 0.0))),
+        "requests": n, "failures": int(http.get("failures") or 0),
+        "rps": round(n / duration, 1) if duration else 0.0,
+        "avg_ms": float(http.get("avg_ms") or 0), "p50_ms": float(http.get("p50_ms") or 0),
+        "p95_ms": float(http.get("p95_ms") or 0), "p99_ms": float(http.get("p99_ms") or 0),
+        "error_rate": float(http.get("error_rate") or 0),
+        "login_avg_ms": login.get("avg_ms"), "login_p95_ms": login.get("p95_ms"), "logins": login.get("requests"),
+        "ws_p95_ms": ws.get("p95_ms"), "ws_failures": ws.get("failures"),
+        "invalid_reasons": summary.get("invalid_reasons"), "cpu_warning": summary.get("cpu_warning"),
     }
 
 

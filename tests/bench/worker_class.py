@@ -117,7 +117,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2, help="sync+gthread pairs, alternating (default 2)")
     parser.add_argument("--workers", type=int, default=2 * len(os.sched_getaffinity(0)) + 1)
-    parser.add_argument("--threads", type=int, default=4, help="GUNICORN_THREADS for gthread (default 4)")
+    parser.add_argument("--variants", default="sync,gthread:2,gthread:4",
+                        help="worker classes to compare, gthread:N = N threads per worker (default %(default)s)")
     parser.add_argument("--work-orders", type=int, default=2000)
     parser.add_argument("--path", default="/api/tasks/?page_size=20")
     args = parser.parse_args()
@@ -144,12 +145,14 @@ def main() -> None:
         print(f"# setup (migrate + seed {args.work_orders} work orders): {time.monotonic() - t0:.0f}s", flush=True)
 
         rows = []
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         for round_no in range(args.rounds):
-            for worker_class in ("sync", "gthread") if round_no % 2 == 0 else ("gthread", "sync"):
+            for variant in variants if round_no % 2 == 0 else variants[::-1]:
+                worker_class, _, threads = variant.partition(":")
                 port = free_port()
-                server = GunicornServer(env, base / f"g-{worker_class}-{round_no}", port=port, workers=args.workers,
-                                        worker_class=worker_class,
-                                        threads=args.threads if worker_class == "gthread" else None)
+                server = GunicornServer(env, base / f"g-{worker_class}{threads}-{round_no}", port=port,
+                                        workers=args.workers, worker_class=worker_class,
+                                        threads=int(threads) if threads else None)
                 with server:
                     status, _, body = server.request("POST", "/api/auth/login/",
                                                      body={"username": "loadtest-supervisor-0001",
@@ -158,23 +161,23 @@ def main() -> None:
                     token = json.loads(body)["token"]
                     measure(port, token, args.path, args.concurrency, args.client_processes, args.warmup)
                     result = measure(port, token, args.path, args.concurrency, args.client_processes, args.duration)
-                result.update(worker_class=worker_class, round=round_no + 1)
+                result.update(worker_class=variant, round=round_no + 1)
                 rows.append(result)
-                print(f"# round {round_no + 1} {worker_class}: {result['rps']:.1f} req/s p95 {result['p95']:.0f} ms "
+                print(f"# round {round_no + 1} {variant}: {result['rps']:.1f} req/s p95 {result['p95']:.0f} ms "
                       f"errors {result['errors']}", flush=True)
 
-        threads = f"{args.threads} threads" if args.threads else ""
         print()
         print(f"GET {args.path}, {args.concurrency} requests in flight, {args.duration:.0f}s per run, "
-              f"GUNICORN_WORKERS={args.workers} ({threads} per gthread worker), "
+              f"GUNICORN_WORKERS={args.workers} (gthread:N = GUNICORN_THREADS=N), "
               f"{len(os.sched_getaffinity(0))} CPUs shared with the client, {args.work_orders} work orders")
         print()
         print("| worker class | round | requests/s | p50 ms | p95 ms | p99 ms | errors |")
         print("|---|---|---|---|---|---|---|")
+        rows.sort(key=lambda r: (variants.index(r["worker_class"]), r["round"]))
         for r in rows:
             print(f"| {r['worker_class']} | {r['round']} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | "
                   f"{r['p99']:.0f} | {r['errors']} |")
-        for worker_class in ("sync", "gthread"):
+        for worker_class in variants:
             mine = [r for r in rows if r["worker_class"] == worker_class]
             print(f"| **{worker_class} mean** | | {statistics.fmean(r['rps'] for r in mine):.1f} | "
                   f"{statistics.fmean(r['p50'] for r in mine):.0f} | {statistics.fmean(r['p95'] for r in mine):.0f} | "

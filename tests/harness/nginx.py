@@ -40,10 +40,10 @@ SECURITY_HEADERS = {
 PROXY_HEADERS = """\
       proxy_set_header Host $host;
       proxy_set_header X-Real-IP $remote_addr;
-      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $host;
-      proxy_set_header X-Forwarded-Server $hostname;"""
+      proxy_set_header X-Forwarded-Server $host;"""
 
 
 def nginx_binary() -> str:
@@ -165,7 +165,6 @@ http {{
 
   # commonHttpConfig of services.workorder: one rate-limit zone keyed by client address.
   limit_req_zone $binary_remote_addr zone=workorder:10m rate={c.rate_limit};
-  limit_req_status 429;
 
   upstream workorder-gunicorn {{
     server unix:{c.gunicorn_socket};
@@ -181,6 +180,8 @@ http {{
     listen 127.0.0.1:{self.port};
     server_name {c.server_name};
 
+    # virtualHosts.<hostName>.extraConfig
+    limit_req_status 429;
 {headers}
 
     location /api/ {{

@@ -28,6 +28,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .app import DaphneServer, GunicornServer
 from .nginx import NginxConfig, NginxServer
 from .process import ManagedProcess
 from .prometheus import (Exporter, PrometheusServer, ScrapeJob, http_get, nginx_exporter, node_exporter,
@@ -115,13 +116,16 @@ def _pid_alive(pid: int) -> bool:
 class StackOptions:
     # Data: seed_loadtest (contracts.md) account pool and realistic orders/tasks.
     work_orders: int = 20000
+    # At least this many tasks: seed_loadtest approves only part of the orders, so the stack tops
+    # up the number of work orders until the task count reaches it (0: no minimum).
+    min_tasks: int = 0
     operators: int = 200
     supervisors: int = 50
     makers: int = 50
     password: str = field(default_factory=lambda: "lt-" + secrets.token_urlsafe(12))
     seed: bool = True
     # Servers. None = the package/module default.
-    gunicorn_workers: int | None = 3
+    gunicorn_workers: int | None = None
     gunicorn_extra_env: dict[str, str] = field(default_factory=dict)
     durable_postgres: bool = True
     # nginx rate limit: the module defaults are 10r/s burst 20 per client address. Every Locust user
@@ -151,7 +155,7 @@ class Stack:
         self.backup_dir = self.base / "backups"
         self.textfile_dir = self.base / "node-exporter-textfile"
         self.logs = self.base / "logs"
-        self.secret_key_file = self.base / "credentials" / "django-secret-key"
+        self.secret_key_file = self.state_dir / "secret_key"
         self.multiproc_dir = self.run_dir / "prometheus-multiproc"
         self.gunicorn_socket = self.run_dir / "gunicorn.sock"
         self.daphne_socket = self.run_dir / "daphne.sock"
@@ -160,8 +164,8 @@ class Stack:
         self.db_user = "workorder"
         self.postgres: ProductionPostgresServer | None = None
         self.redis: RedisServer | None = None
-        self.gunicorn: ManagedProcess | None = None
-        self.daphne: ManagedProcess | None = None
+        self.gunicorn: GunicornServer | None = None
+        self.daphne: DaphneServer | None = None
         self.nginx: NginxServer | None = None
         self.exporters: list[Exporter] = []
         self.prometheus: PrometheusServer | None = None
@@ -192,49 +196,48 @@ class Stack:
         return {"PATH": path, "HOME": str(self.state_dir), "LANG": "C.UTF-8"}
 
     def app_env(self) -> dict[str, str]:
-        """The environment nix/module.nix sets for workorder-{migrate,gunicorn,daphne} (and workorder-manage)."""
+        """The `environment` nix/module.nix gives workorder-{migrate,gunicorn,daphne,backup} (and
+        workorder-manage), key for key, with this stack's paths in place of /var/lib and /run."""
         o = self.options
         env = {
             **self.base_env(),
             "DJANGO_SETTINGS_MODULE": "workorder.settings",
-            "DJANGO_SECRET_KEY_FILE": str(self.secret_key_file),
-            "ALLOWED_HOSTS": f"{o.server_name},127.0.0.1,localhost",
-            "CSRF_TRUSTED_ORIGINS": f"http://{o.server_name},http://127.0.0.1:{self.nginx_port}",
+            "DJANGO_DEBUG": "false",
             "WORKORDER_STATE_DIR": str(self.state_dir),
             "STATIC_ROOT": str(self.static_root),
             "MEDIA_ROOT": str(self.media_root),
-            "TIME_ZONE": "UTC",
-            "LOG_LEVEL": "WARNING",
+            "ALLOWED_HOSTS": f"{o.server_name},localhost,127.0.0.1,[::1]",
+            "CSRF_TRUSTED_ORIGINS": f"http://{o.server_name},https://{o.server_name}",
+            "WORKORDER_BEHIND_TLS": "false",
             "DATABASE_URL": self.database_url,
-            "DATABASE_CONN_MAX_AGE": "300",
             "REDIS_URL": self.redis_url,
-            "WORKORDER_BEHIND_TLS": "0",
-            "WORKORDER_METRICS_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
             "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
+            "WORKORDER_METRICS_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
+            "GUNICORN_BIND": f"unix:{self.gunicorn_socket},127.0.0.1:{self.gunicorn_metrics_port}",
+            "GUNICORN_FORWARDED_ALLOW_IPS": "127.0.0.1,::1",
+            "DAPHNE_BIND": f"unix:{self.daphne_socket}",
+            # secretKeyFile = null: a key generated once into the state directory.
+            "DJANGO_SECRET_KEY_FILE": str(self.secret_key_file),
         }
+        if o.gunicorn_workers:  # services.workorder.gunicorn.workers (null: package default 2 x CPUs + 1)
+            env["GUNICORN_WORKERS"] = str(o.gunicorn_workers)
         return env
 
     def gunicorn_env(self) -> dict[str, str]:
-        env = {**self.app_env(),
-               "GUNICORN_BIND": f"unix:{self.gunicorn_socket},127.0.0.1:{self.gunicorn_metrics_port}"}
-        if self.options.gunicorn_workers:
-            env["GUNICORN_WORKERS"] = str(self.options.gunicorn_workers)
-        env.update(self.options.gunicorn_extra_env)
-        return env
+        return {**self.app_env(), **self.options.gunicorn_extra_env}
 
     def daphne_env(self) -> dict[str, str]:
-        return {**self.app_env(), "DAPHNE_BIND": f"unix:{self.daphne_socket}"}
+        return self.app_env()
 
     def backup_env(self) -> dict[str, str]:
-        return {**self.base_env(), "DATABASE_URL": self.database_url, "MEDIA_ROOT": str(self.media_root),
-                "WORKORDER_BACKUP_DIR": str(self.backup_dir),
-                "WORKORDER_BACKUP_METRICS_FILE": str(self.textfile_dir / "workorder_backup.prom")}
+        # The backup unit: the same environment, plus PostgreSQL's own binaries first on PATH.
+        return self.app_env()
 
     def backup_argv(self) -> list[str]:
-        """The NixOS backup unit's ExecStart (services.workorder.backup.* defaults)."""
+        """The NixOS backup unit's ExecStart with the module's defaults (retention 30 days, keep 7, verify)."""
         return [venv_binary("workorder-backup"), "backup", "--directory", str(self.backup_dir),
                 "--media-dir", str(self.media_root), "--retention-days", "30", "--keep-at-least", "7",
-                "--metrics-file", str(self.textfile_dir / "workorder_backup.prom"), "--verify-restore"]
+                "--verify-restore", "--metrics-file", str(self.textfile_dir / "workorder_backup.prom")]
 
     # -- helpers ------------------------------------------------------------------------------
     def _step(self, name: str):
@@ -296,6 +299,10 @@ class Stack:
         with self._step("redis"):
             self.redis = RedisServer(str(self.base / "redis"))
             self.redis.start()
+            # services.redis.servers.workorder.settings (the module): evict keys with a TTL first.
+            import redis as redis_client
+
+            redis_client.Redis(unix_socket_path=str(self.redis.socket_path)).config_set("maxmemory-policy", "volatile-lru")
         with self._step("migrate"):
             self.manage("migrate", "--noinput")
         with self._step("collectstatic"):
@@ -303,19 +310,14 @@ class Stack:
         if o.seed:
             self.seed()
         with self._step("gunicorn"):
-            self.gunicorn = ManagedProcess(
-                "gunicorn", [venv_binary("gunicorn"), "-c", "python:workorder.gunicorn_conf",
-                             "workorder.wsgi:application"],
-                env=self.gunicorn_env(), cwd=str(self.state_dir), log_path=self.logs / "gunicorn.log",
-                stop_timeout=35).start()
-            self.gunicorn.wait_until(
-                lambda: http_get(f"http://127.0.0.1:{self.gunicorn_metrics_port}/health/", 2)[0] < 500, 90,
-                "answering on its loopback port")
+            # tests/harness/app.py launchers: the production command lines, environment from app_env().
+            workers = o.gunicorn_workers or (2 * _cpu_count() + 1)  # the package default when unset
+            self.gunicorn = GunicornServer(self.gunicorn_env(), self.run_dir, port=self.gunicorn_metrics_port,
+                                           unix_socket=True, workers=workers)
+            self.gunicorn.start(timeout=120)
         with self._step("daphne"):
-            self.daphne = ManagedProcess(
-                "daphne", [venv_binary("workorder-daphne")], env=self.daphne_env(), cwd=str(self.state_dir),
-                log_path=self.logs / "daphne.log", stop_timeout=15).start()
-            self.daphne.wait_until(lambda: _unix_socket_accepts(self.daphne_socket), 60, "listening")
+            self.daphne = DaphneServer(self.daphne_env(), self.run_dir, unix_socket=True)
+            self.daphne.start(timeout=60)
         with self._step("nginx"):
             self.nginx = NginxServer(self.base / "nginx", NginxConfig(
                 gunicorn_socket=self.gunicorn_socket, daphne_socket=self.daphne_socket,
@@ -329,13 +331,20 @@ class Stack:
 
     def seed(self) -> None:
         o = self.options
-        with self._step(f"seed_loadtest ({o.work_orders} work orders)"):
-            args = ["seed_loadtest", "--operators", str(o.operators), "--supervisors", str(o.supervisors),
-                    "--makers", str(o.makers), "--password", o.password, "--force"]
-            if o.work_orders:
-                args += ["--work-orders", str(o.work_orders)]
-            result = self.manage(*args, timeout=1800)
-            self.log(result.stdout.strip()[-2000:])
+        work_orders = o.work_orders
+        for attempt in range(4):
+            with self._step(f"seed_loadtest ({work_orders} work orders)"):
+                args = ["seed_loadtest", "--operators", str(o.operators), "--supervisors", str(o.supervisors),
+                        "--makers", str(o.makers), "--password", o.password, "--force"]
+                if work_orders:
+                    args += ["--work-orders", str(work_orders)]
+                result = self.manage(*args, timeout=1800)
+                self.log(result.stdout.strip()[-2000:])
+            tasks = int(self.psql("SELECT count(*) FROM production_task"))
+            if not o.min_tasks or tasks >= o.min_tasks or not work_orders:
+                break
+            # seed_loadtest --work-orders N means "at least N": ask for proportionally more.
+            work_orders = int(work_orders * o.min_tasks / max(tasks, 1) * 1.05) + 1
         with self._step("ANALYZE"):
             self.psql("ANALYZE")
         self.counts = {
@@ -418,32 +427,27 @@ class Stack:
 
     # -- the Locust suite (workorder-loadtest, loadtest/) -----------------------------------------
     def loadtest_account_args(self) -> list[str]:
-        """The seeded account pool, as workorder-loadtest's flags."""
-        return ["--password", self.options.password]
+        """The seeded account pool, as workorder-loadtest's flags (loadtest/workorder_loadtest/options.py)."""
+        o = self.options
+        return ["--password", o.password, "--operators", str(o.operators), "--supervisors", str(o.supervisors),
+                "--makers", str(o.makers)]
 
     def loadtest_env(self) -> dict[str, str]:
         return {}
 
     @staticmethod
     def loadtest_summary(report_dir: Path) -> dict:
-        """The JSON summary (SLA verdict + figures) the last run wrote into report_dir."""
-        candidates = sorted(Path(report_dir).glob("*.json"), key=lambda p: p.stat().st_mtime)
-        for path in reversed(candidates):
-            try:
-                data = json.loads(path.read_text())
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                return data
-        return {}
+        """summary.json (SLA verdict, exact per-group statistics) of the last run in report_dir."""
+        path = Path(report_dir) / "summary.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
 
     @staticmethod
-    def websocket_failures(summary: dict) -> int:
-        total = 0
-        for entry in summary.get("entries", []) or []:
-            if str(entry.get("method", "")).upper() in {"WS", "WEBSOCKET"} or "ws" in str(entry.get("name", "")).lower():
-                total += int(entry.get("num_failures", entry.get("failures", 0)) or 0)
-        return total
+    def websocket_failures(summary: dict) -> int | None:
+        ws = (summary.get("groups") or {}).get("ws")
+        return None if ws is None else int(ws.get("failures", 0)) + int(ws.get("no_response", 0) or 0)
 
     def login(self, username: str, password: str | None = None) -> str:
         body = json.dumps({"username": username, "password": password or self.options.password}).encode()
@@ -451,6 +455,13 @@ class Stack:
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=20) as response:
             return json.loads(response.read())["token"]
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _unix_socket_accepts(path: Path) -> bool:

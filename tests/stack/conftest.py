@@ -2,6 +2,7 @@
 
 Settings for the run come from the environment so CI and a developer can shrink or grow it:
   WORKORDER_STACK_WORK_ORDERS   (default 20000; the issue requires >= 20,000 work orders, 100,000 tasks)
+  WORKORDER_STACK_MIN_TASKS     (default 100000; more work orders are seeded until the tasks reach it)
   WORKORDER_STACK_USERS         (default 100)      WORKORDER_STACK_RUN_TIME (default 60s)
   WORKORDER_STACK_KEEP=1        keep the temporary directory (logs, configs, reports) after the run
 """
@@ -26,6 +27,7 @@ LOADTEST_BURST = 600
 def stack():
     options = StackOptions(
         work_orders=int(os.environ.get("WORKORDER_STACK_WORK_ORDERS", "20000")),
+        min_tasks=int(os.environ.get("WORKORDER_STACK_MIN_TASKS", "100000")),
         rate_limit=LOADTEST_RATE,
         rate_burst=LOADTEST_BURST,
         keep_dir=os.environ.get("WORKORDER_STACK_KEEP") == "1",

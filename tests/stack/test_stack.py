@@ -24,7 +24,13 @@ from harness.stack import venv_binary
 pytestmark = pytest.mark.stack
 
 USERS = int(os.environ.get("WORKORDER_STACK_USERS", "100"))
-RUN_TIME = os.environ.get("WORKORDER_STACK_RUN_TIME", "60s")
+# Every simulated user logs in once (PBKDF2, 1,000,000 iterations: ~0.35 s of CPU each). At 10 users/s
+# the logins alone ask for ~4 cores on this 2-core class of machine; at 2 users/s they take ~0.8 core
+# and the ramp-up stays a ramp-up. --reset-stats starts the measured window when all users run, so
+# the SLA is judged on USERS users for MEASURED seconds of steady state (docs/performance.md).
+SPAWN_RATE = float(os.environ.get("WORKORDER_STACK_SPAWN_RATE", "2"))
+MEASURED = int(os.environ.get("WORKORDER_STACK_RUN_TIME", "60s").rstrip("s"))
+RUN_TIME = f"{int(USERS / SPAWN_RATE + 0.999) + MEASURED}s"
 
 _state: dict = {}
 
@@ -59,6 +65,7 @@ def test_metrics_closed_through_nginx_open_on_loopback_listener(stack):
     assert status == 403
     status, _ = stack.get("/metrics")
     assert status == 403
+    assert stack.get("/api/auth/me/")[0] == 401  # one counted request (health probes are not counted)
     status, body = http_get(f"http://127.0.0.1:{stack.gunicorn_metrics_port}/metrics/")
     assert status == 200
     assert b"django_http_requests_total_by_view_transport_method_total" in body
@@ -149,12 +156,14 @@ def _django_requests(prometheus) -> float:
 
 
 def test_load_test_through_nginx_meets_sla(stack, report_dir):
-    """100 users for 60 s through nginx; the SLA gate decides (exit 0), the WebSocket user never fails."""
+    """100 users for 60 s (after the ramp-up) through nginx; the SLA gate decides (exit 0), the
+    WebSocket user never fails."""
     prometheus = stack.prometheus
     prometheus.wait_all_targets_up(60)
     _state["requests_before"] = _django_requests(prometheus)
-    argv = [venv_binary("workorder-loadtest"), "--host", stack.url, "--users", str(USERS), "--spawn-rate", "10",
-            "--run-time", RUN_TIME, "--report-dir", str(report_dir)] + stack.loadtest_account_args()
+    argv = [venv_binary("workorder-loadtest"), "--host", stack.url, "--users", str(USERS), "--spawn-rate",
+            f"{SPAWN_RATE:g}", "--run-time", RUN_TIME, "--report-dir", str(report_dir), "--reset-stats",
+            *stack.loadtest_account_args()]
     print(f"[stack] {' '.join(argv)}")
     t0 = time.monotonic()
     result = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=str(report_dir),
@@ -165,6 +174,10 @@ def test_load_test_through_nginx_meets_sla(stack, report_dir):
     summary = stack.loadtest_summary(report_dir)
     _state["summary"] = summary
     assert result.returncode == 0, "SLA verdict: see the table above"
+    ws = (summary.get("groups") or {}).get("ws") or {}
+    print(f"[stack] HTTP: {(summary.get('groups') or {}).get('http')}\n[stack] login: "
+          f"{(summary.get('groups') or {}).get('login')}\n[stack] WebSocket: {ws}")
+    assert ws.get("requests", 0) > 0, "the WebSocket user recorded nothing"
     ws_failures = stack.websocket_failures(summary)
     assert ws_failures == 0, f"WebSocket user failures: {ws_failures}"
 
@@ -218,7 +231,7 @@ def test_rate_limit_module_default(stack):
         stack.nginx.reload()
         time.sleep(1.5)
         with concurrent.futures.ThreadPoolExecutor(30) as pool:
-            statuses = list(pool.map(lambda _: stack.get("/api/auth/me/")[0], range(60)))
+            statuses = list(pool.map(lambda _: stack.get("/api/auth/me/", timeout=120)[0], range(60)))
         counts = {s: statuses.count(s) for s in set(statuses)}
         print(f"[stack] 60 parallel requests at 10r/s burst 20: {counts}")
         assert counts.get(429, 0) >= 20, counts
