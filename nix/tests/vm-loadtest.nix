@@ -135,8 +135,8 @@ in
         for header in ["x-content-type-options: nosniff", "x-frame-options: deny", "referrer-policy: same-origin"]:
             t.assertIn(header, headers)
         client.succeed("curl -fsS -o /dev/null http://server/static/admin/css/base.css")
-        status = client.succeed("curl -s -o /dev/null -w '%{http_code}' http://server/metrics/").strip()
-        t.assertEqual(status, "403", "nginx must not expose /metrics/")
+        metrics_status = client.succeed("curl -s -o /dev/null -w '%{http_code}' http://server/metrics/").strip()
+        t.assertEqual(metrics_status, "403", "nginx must not expose /metrics/")
         # Prometheus' listener: gunicorn's loopback port, answered by the app from loopback only.
         server.succeed("curl -fsS -o /tmp/metrics.txt http://127.0.0.1:9808/metrics/")
         server.succeed("grep -q django_http_requests /tmp/metrics.txt")
@@ -148,7 +148,9 @@ in
 
     with subtest("a WebSocket through nginx"):
         output = server.succeed("workorder-manage drf_create_token loadtest-operator-0001")
-        token = re.search(r"[0-9a-f]{40}", output).group(0)
+        found = re.search(r"[0-9a-f]{40}", output)
+        assert found is not None, output
+        token = found.group(0)
         client.succeed(f"ws-check 'ws://server/ws/notifications/?token={token}' open")
         client.succeed("ws-check 'ws://server/ws/notifications/?token=wrong' refused")
 
