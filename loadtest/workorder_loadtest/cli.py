@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     pools = {"operator": args.operators, "supervisor": args.supervisors, "maker": args.makers}
     if not args.skip_preflight:
         try:
-            preflight(args.host, args.password, args.account_prefix, pools, args.request_timeout)
+            preflight(args.host, args.password, args.account_prefix, pools, args.login_timeout)
         except SetupError as exc:
             return fail(str(exc))
 

@@ -23,6 +23,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import gevent
 from gevent.event import AsyncResult
 from locust import FastHttpUser, between, task
+from locust.contrib.fasthttp import FastHttpSession
 
 from . import accounts as acc
 from . import hooks
@@ -97,17 +98,18 @@ class ApiUser(FastHttpUser):
         self.me: dict = {}
         self.account: acc.Account | None = None
         self._next_login_attempt = 0.0
+        self._login_client: FastHttpSession | None = None
 
     # --- requests ---------------------------------------------------------------------------
     def api(self, method: str, path: str, name: str, *, params: dict | None = None, json_body: Any = None,
             token: str | None = None, auth: bool = True, conflict_ok: bool = False,
-            shape: str | None = "object", expected: tuple[int, ...] = (200, 201, 204)) -> Reply:
+            shape: str | None = "object", expected: tuple[int, ...] = (200, 201, 204), client=None) -> Reply:
         headers = {"Accept": "application/json"}
         if auth:
             headers["Authorization"] = f"Token {token or self.token}"
         url = path + ("?" + urlencode(params) if params else "")
-        with self.client.request(method, url, name=name, json=json_body, headers=headers,
-                                 catch_response=True) as resp:
+        with (client or self.client).request(method, url, name=name, json=json_body, headers=headers,
+                                             catch_response=True) as resp:
             status = int(resp.status_code or 0)
             if status == 409 and conflict_ok:
                 resp.request_meta["name"] = f"{name} (conflict)"
@@ -136,9 +138,20 @@ class ApiUser(FastHttpUser):
             return Reply(True, status, data)
 
     # --- accounts ---------------------------------------------------------------------------
+    @property
+    def login_client(self) -> FastHttpSession:
+        """A separate connection for logins, with --login-timeout: password hashing (PBKDF2) makes
+        logins slow by design, and all users log in during the ramp-up."""
+        if self._login_client is None:
+            timeout = float(option(self.environment, "login_timeout", 60.0))
+            self._login_client = FastHttpSession(
+                base_url=self.host, request_event=self.environment.events.request, user=self,
+                network_timeout=timeout, connection_timeout=timeout, max_retries=0, insecure=self.insecure)
+        return self._login_client
+
     def login(self, account: acc.Account) -> str | None:
         password = option(self.environment, "password", "")
-        reply = self.api("POST", "/api/auth/login/", LOGIN_NAME, auth=False,
+        reply = self.api("POST", "/api/auth/login/", LOGIN_NAME, auth=False, client=self.login_client,
                          json_body={"username": account.username, "password": password})
         if reply.ok and isinstance(reply.data, dict) and isinstance(reply.data.get("token"), str):
             return reply.data["token"]
