@@ -66,7 +66,9 @@ let
       "postgresql://${cfg.database.user}@${cfg.database.host}:${toString cfg.database.port}/${cfg.database.name}";
 
   vhost = config.services.nginx.virtualHosts.${cfg.hostName} or { };
-  behindTls = (vhost.forceSSL or false) || (vhost.onlySSL or false) || (vhost.addSSL or false);
+  # forceSSL/onlySSL: every request arrives over TLS, so Django may insist on it (addSSL keeps
+  # plain HTTP working on purpose and leaves WORKORDER_BEHIND_TLS off).
+  behindTls = (vhost.forceSSL or false) || (vhost.onlySSL or false);
 
   toEnvValue =
     value:

@@ -78,6 +78,8 @@ in
 
     machine.start()
     machine.wait_for_unit("workorder.target", timeout=1200)
+    for unit in ["workorder-migrate", "workorder-gunicorn", "workorder-daphne"]:
+        machine.succeed(f"systemctl is-active {unit}.service")
 
     with subtest("the timer: daily at 02:00, persistent"):
         machine.wait_for_unit("workorder-backup.timer")

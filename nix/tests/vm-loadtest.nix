@@ -118,6 +118,9 @@ in
         # workorder.target is reached after migrations, the load-test seed (20,000 work orders),
         # gunicorn (Type=notify: READY=1 once it listens) and daphne.
         server.wait_for_unit("workorder.target", timeout=3600)
+        # The target only wants its units: check that each one really succeeded.
+        for unit in ["workorder-migrate", "workorder-seed-loadtest", "workorder-gunicorn", "workorder-daphne"]:
+            server.succeed(f"systemctl is-active {unit}.service")
         server.wait_for_unit("nginx.service")
         server.wait_for_open_unix_socket("/run/workorder/gunicorn.sock")
         server.wait_for_open_unix_socket("/run/workorder/daphne.sock")
