@@ -299,3 +299,14 @@ def test_hardening_block():
                       'UMask = "0027";', 'Type = "notify";', 'Type = "exec";', "LoadCredential = credentials;"):
         assert directive in module, directive
     assert "kill -s HUP $MAINPID" in module, "gunicorn reloads gracefully on HUP"
+
+
+def test_environment_matches_the_stack_test():
+    """The stack test gives gunicorn/daphne/workorder-manage the module's variables (tests/harness/stack.py)."""
+    stack = read(REPO / "tests" / "harness" / "stack.py")
+    stack_names = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', stack))
+    # Not set by the stack test on purpose: the default already is the module's value
+    # (DJANGO_DEBUG off), or they only exist with an external database / in the admin wrapper.
+    optional = {"DJANGO_DEBUG", "DATABASE_PASSWORD", "DATABASE_PASSWORD_FILE", "DJANGO_SECRET_KEY"}
+    missing = module_settings_names() - stack_names - optional
+    assert not missing, f"the module sets {sorted(missing)}, the production-stack test does not"
