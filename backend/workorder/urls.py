@@ -9,3 +9,6 @@ urlpatterns = [
     path("api/", include("workorder.api_urls")),
     path("", include("workorder.core.urls")),
 ]
+
+handler404 = "workorder.core.exceptions.not_found"
+handler500 = "workorder.core.exceptions.server_error"

@@ -1,12 +1,15 @@
 from rest_framework import serializers
 
-from .models import User
+from .models import Role, User
 
 
 class UserSerializer(serializers.ModelSerializer):
     department_name = serializers.CharField(source="department.name", read_only=True, allow_null=True,
                                             default=None)
     full_name = serializers.SerializerMethodField()
+    # Admins may have no role and users no email: "" must be valid in the schema too.
+    role = serializers.ChoiceField(choices=Role.choices, allow_blank=True, read_only=True)
+    email = serializers.CharField(read_only=True)
     is_admin = serializers.SerializerMethodField()
 
     class Meta:

@@ -87,3 +87,30 @@ def json_exception_handler(exc, context):
         body = {"detail": " ".join(_flatten(detail)), "code": _code(exc), "errors": {}}
     response.data = body
     return response
+
+
+# --- Django-level errors (outside DRF views): a URL that matches no route, an error in middleware ---
+def _wants_json(request) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def not_found(request, exception=None):
+    """handler404: JSON under /api/ (e.g. /api/tasks/1.5/ matches no route), Django's page elsewhere."""
+    if _wants_json(request):
+        from django.http import JsonResponse
+
+        return JsonResponse({"detail": "Not found.", "code": "not_found", "errors": {}}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def server_error(request):
+    """handler500: JSON under /api/, Django's page elsewhere."""
+    if _wants_json(request):
+        from django.http import JsonResponse
+
+        return JsonResponse({"detail": "Internal server error.", "code": "server_error", "errors": {}}, status=500)
+    from django.views.defaults import server_error as default_server_error
+
+    return default_server_error(request)
