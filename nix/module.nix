@@ -658,7 +658,12 @@ in
         description = "workorder: daphne (ASGI, WebSockets)";
         after = serviceOrdering.after ++ [ "workorder-migrate.service" ];
         requires = serviceOrdering.requires ++ [ "workorder-migrate.service" ];
-        partOf = [ "workorder.target" ];
+        # gunicorn wipes the shared prometheus multiprocess directory when it starts
+        # (gunicorn_conf.on_starting); restarting daphne with it re-creates daphne's metric files.
+        partOf = [
+          "workorder.target"
+          "workorder-gunicorn.service"
+        ];
         inherit environment;
         script = ''
           ${exportCredentials}
