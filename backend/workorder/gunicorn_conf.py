@@ -42,10 +42,11 @@ bind = [item.strip() for item in _env("GUNICORN_BIND", "127.0.0.1:8000").split("
 umask = 0o007  # the unix socket is rw for the service group (nginx joins it), nobody else
 
 # --- workers ----------------------------------------------------------------------------------
-# gthread beat sync on /api/tasks/ in the measurement recorded in docs/runtime.md (tests/bench/
-# worker_class.py), and only gthread honours keep-alive from nginx's upstream pool.
+# gthread with 2 threads beat sync (and gthread with 4) on /api/tasks/ in throughput and median latency
+# in the measurement recorded in docs/runtime.md (tests/bench/worker_class.py), and only gthread
+# honours keep-alive from nginx's upstream pool.
 DEFAULT_WORKER_CLASS = "gthread"
-DEFAULT_THREADS = 4
+DEFAULT_THREADS = 2
 worker_class = _env("GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS)
 workers = _env_int("GUNICORN_WORKERS", 2 * _cpu_count() + 1)
 threads = _env_int("GUNICORN_THREADS", DEFAULT_THREADS if worker_class == "gthread" else 1)

@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""gunicorn worker class benchmark (a script, not a test): sync vs gthread on GET /api/tasks/.
+"""gunicorn worker class benchmark (a script, not a test): sync vs gthread (2 and 4 threads) on GET /api/tasks/.
 
     .venv/bin/python tests/bench/worker_class.py                     # defaults below
     .venv/bin/python tests/bench/worker_class.py --concurrency 16 --duration 20 --rounds 2
 
 Same machine, same run, same database: a throwaway PostgreSQL + Redis, `seed_loadtest` with
 --work-orders N, then gunicorn with the package's config (python:workorder.gunicorn_conf) and
-GUNICORN_WORKER_CLASS=sync or gthread (same GUNICORN_WORKERS, default 2*CPU+1), alternating classes
-per round so drift on a shared machine hits both. A closed-loop client (processes x threads, no think
+GUNICORN_WORKER_CLASS=sync or gthread with GUNICORN_THREADS=N (same GUNICORN_WORKERS, default
+2*CPU+1), alternating the order per round so drift on a shared machine hits both. A closed-loop client (processes x threads, no think
 time) holds a fixed number of requests in flight, authenticated as a load-test supervisor, each on a
 persistent connection where the server allows it (what nginx's upstream keepalive pool does; sync
 workers close after every response, so those clients reconnect). Prints a Markdown table.
