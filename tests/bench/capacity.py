@@ -122,7 +122,7 @@ class CpuSampler:
         per_group: dict[str, float] = {}
         for pid, last in self.last.items():
             per_group[self.group_of[pid]] = per_group.get(self.group_of[pid], 0.0) + max(0.0, last - self.first[pid])
-        server = sum(v for k, v in per_group.items() if k != "floor")
+        server = sum(per_group.values())
         return {
             "wall_s": round(self.wall, 1),
             "server_cpu_cores": round(server / self.wall, 2) if self.wall else 0.0,
