@@ -688,7 +688,8 @@ in
           LimitNOFILE = 65536;
           # Only unix sockets are needed when PostgreSQL and Redis are local.
           PrivateNetwork = localServicesOnly;
-        };
+        }
+        // optionalAttrs localServicesOnly { RestrictAddressFamilies = [ "AF_UNIX" ]; };
       };
     }
 
