@@ -560,6 +560,8 @@ in
           WORKORDER_METRICS_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128";
           GUNICORN_BIND = "unix:${gunicornSocket},127.0.0.1:${toString cfg.gunicorn.metricsPort}";
           GUNICORN_WORKERS = cfg.gunicorn.workers;
+          # nginx is the only client of the sockets: trust its X-Forwarded-* (gunicorn_conf's default).
+          GUNICORN_FORWARDED_ALLOW_IPS = "127.0.0.1,::1";
           DAPHNE_BIND = "unix:${daphneSocket}";
         }
         // optionalAttrs (cfg.secretKeyFile == null) {
