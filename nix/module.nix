@@ -79,6 +79,12 @@ let
 
   # The environment every workorder process gets (the contract in contracts.md).
   environment = mapAttrs (_: toEnvValue) (filterAttrs (_: value: value != null) cfg.settings);
+  # gunicorn and daphne only: prometheus_client's multiprocess directory. Other processes
+  # (migrate, seed, workorder-manage, backup) keep their metrics in memory: they could not write
+  # to /run/workorder under ProtectSystem=strict, and their values must not mix into the scrape.
+  serverEnvironment = environment // {
+    PROMETHEUS_MULTIPROC_DIR = metricsDir;
+  };
 
   # Secrets never enter the store: systemd copies them into $CREDENTIALS_DIRECTORY at start.
   credentials =
@@ -556,7 +562,6 @@ in
           DATABASE_URL = databaseUrl;
           REDIS_URL =
             if cfg.redis.createLocally then "unix://${redisServer.unixSocket}?db=0" else cfg.redis.url;
-          PROMETHEUS_MULTIPROC_DIR = metricsDir;
           WORKORDER_METRICS_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128";
           GUNICORN_BIND = "unix:${gunicornSocket},127.0.0.1:${toString cfg.gunicorn.metricsPort}";
           GUNICORN_WORKERS = cfg.gunicorn.workers;
@@ -632,7 +637,7 @@ in
         after = serviceOrdering.after ++ [ "workorder-migrate.service" ];
         requires = serviceOrdering.requires ++ [ "workorder-migrate.service" ];
         partOf = [ "workorder.target" ];
-        inherit environment;
+        environment = serverEnvironment;
         script = ''
           ${exportCredentials}
           exec ${lib.getExe' pythonEnv "gunicorn"} -c python:workorder.gunicorn_conf \
@@ -666,7 +671,7 @@ in
           "workorder.target"
           "workorder-gunicorn.service"
         ];
-        inherit environment;
+        environment = serverEnvironment;
         script = ''
           ${exportCredentials}
           exec ${cfg.package}/bin/workorder-daphne ${escapeShellArgs cfg.daphne.extraArgs}

@@ -156,6 +156,8 @@ def module_settings_names() -> set[str]:
     text = read(MODULE)
     block = text[text.index("services.workorder.settings = mapAttrs"):text.index("users.users.${user}")]
     names = set(re.findall(r"^\s+([A-Z][A-Z0-9_]+) =", block, re.M))
+    servers = text[text.index("serverEnvironment = environment // {"):]
+    names |= set(re.findall(r"^\s+([A-Z][A-Z0-9_]+) =", servers[:servers.index("};")], re.M))
     names |= set(re.findall(r"export ([A-Z][A-Z0-9_]+)=", text))
     names |= set(re.findall(r'^\s+([A-Z][A-Z0-9_]+)="\$\(cat', text, re.M))
     return names
