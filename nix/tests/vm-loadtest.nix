@@ -199,5 +199,11 @@ in
     with subtest("the SLA verdict"):
         # 0 = SLA met, 1 = missed, 2 = invalid run or setup error (see docs/loadtest.md).
         t.assertEqual(status, 0, f"workorder-loadtest exit code {status}; the report is in {out_dir}/loadtest-report")
+        summary = json.loads(client.succeed("cat /tmp/loadtest-report/summary.json"))
+        t.assertEqual(summary["verdict"], "pass")
+        # Like the production-stack test: the WebSocket user never failed (groups.ws, when present).
+        ws = (summary.get("groups") or {}).get("ws")
+        if ws is not None:
+            t.assertEqual(int(ws.get("failures", 0)) + int(ws.get("no_response", 0) or 0), 0, ws)
   '';
 }
