@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -154,6 +155,7 @@ def test_daphne_sigterm_exits_cleanly(database, redis, tmp_path):
     env = server_env(tmp_path, database, redis.url())
     server = DaphneServer(env, tmp_path / "d", unix_socket=True).start()
     try:
+        assert stat.S_IMODE(os.stat(server.socket_path).st_mode) == 0o660
         server.signal(signal.SIGTERM)
         assert server.wait_exit(20) == 0
     finally:
@@ -197,7 +199,8 @@ def test_daphne_refuses_non_loopback_binds(tmp_path, bind):
 def test_daphne_bind_arguments():
     from workorder.daphne_main import bind_args, build_argv, strip_query
 
-    assert bind_args("unix:/run/workorder/daphne.sock") == ["-u", "/run/workorder/daphne.sock"]
+    assert bind_args("unix:/run/workorder/daphne.sock") == ["-e", "unix:/run/workorder/daphne.sock:mode=660"]
+    assert bind_args("unix:/run/a:b.sock") == ["-e", "unix:/run/a\\:b.sock:mode=660"]
     assert bind_args("127.0.0.1:8002") == ["-b", "127.0.0.1", "-p", "8002"]
     assert bind_args("[::1]:8002") == ["-b", "::1", "-p", "8002"]
     argv = build_argv(["--ping-interval", "5"], environ={"DAPHNE_BIND": "127.0.0.1:9"})

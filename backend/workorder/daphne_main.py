@@ -49,7 +49,10 @@ def bind_args(bind: str) -> list[str]:
         path = bind[len("unix:"):]
         if not path.startswith("/"):
             raise ConfigurationError(f"DAPHNE_BIND={bind!r}: the unix socket path must be absolute")
-        return ["-u", path]
+        # A Twisted endpoint string, so the socket is 0660 (owner and group, i.e. nginx via its
+        # supplementary group) like gunicorn's, instead of daphne -u's 0666.
+        escaped = path.replace("\\", "\\\\").replace(":", "\\:")
+        return ["-e", f"unix:{escaped}:mode=660"]
     host, sep, port = bind.rpartition(":")
     if not sep or not port.isdigit():
         raise ConfigurationError(f"DAPHNE_BIND={bind!r}: expected unix:/path or host:port")
@@ -83,6 +86,11 @@ def remove_stale_socket(path: str) -> None:
         raise ConfigurationError(f"{path}: another process already listens on this socket")
     finally:
         probe.close()
+
+
+def unix_socket_path(bind: str) -> str | None:
+    bind = bind.strip()
+    return bind[len("unix:"):] if bind.startswith("unix:") else None
 
 
 def build_argv(extra: list[str], environ=os.environ) -> list[str]:
@@ -138,8 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_settings()
         daphne_argv = build_argv(extra)
-        if "-u" in daphne_argv:
-            remove_stale_socket(daphne_argv[daphne_argv.index("-u") + 1])
+        socket_path = unix_socket_path(os.environ.get("DAPHNE_BIND") or DEFAULT_BIND)
+        if socket_path:
+            remove_stale_socket(socket_path)
     except ConfigurationError as exc:
         print(f"workorder: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
