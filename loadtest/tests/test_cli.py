@@ -209,3 +209,11 @@ def test_console_script_is_installed():
     assert script, "the workorder-loadtest console script is not installed"
     proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--report-dir" in proc.stdout
+
+
+def test_reset_stats_drops_the_ramp_up_like_locust(service, tmp_path):
+    proc = run_cli(service.url, tmp_path, "--reset-stats", "--spawn-rate", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    s = summary(tmp_path)
+    assert s["run"]["samples_since"] > s["run"]["started_at"]
+    assert sum(e["requests"] for e in s["entries"]) == aggregated_requests(proc.stdout + proc.stderr)

@@ -73,7 +73,8 @@ class Collector:
 
 
 collector = Collector()
-_state: dict[str, Any] = {"pool": None, "thresholds": None, "config_error": None, "started": None}
+_state: dict[str, Any] = {"pool": None, "thresholds": None, "config_error": None, "started": None,
+                          "samples_since": None}
 
 
 def _runner_kind(environment) -> str:
@@ -201,11 +202,12 @@ def on_worker_report(client_id, data, **_kwargs) -> None:
 def on_spawning_complete(user_count=None, **_kwargs) -> None:
     env = _state.get("environment")
     if env is not None and getattr(env, "reset_stats", False):
-        collector.reset()
+        on_reset_stats()
 
 
 def on_reset_stats(**_kwargs) -> None:
     collector.reset()
+    _state["samples_since"] = dt.datetime.now(dt.timezone.utc)
 
 
 def run_facts(environment) -> sla.RunFacts:
@@ -257,6 +259,8 @@ def write_summary(path: str, environment, verdict: sla.Verdict) -> None:
         "sla_file": getattr(opts, "sla_file", "") or None,
         "include_login_in_http": bool(getattr(opts, "sla_include_login", False)),
         "started_at": _state["started"].isoformat() if _state["started"] else None,
+        # samples cover [samples_since, ended_at]: later than started_at after --reset-stats
+        "samples_since": (_state.get("samples_since") or _state["started"] or dt.datetime.now(dt.timezone.utc)).isoformat(),
         "ended_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "locust_version": locust_version,
         "run_id": os.environ.get("WORKORDER_LOADTEST_RUN_ID"),
