@@ -84,3 +84,25 @@ def test_statistics_are_cached_for_the_configured_seconds(shop, settings):
 
 def test_statistics_need_authentication(shop):
     assert b.client().get("/api/statistics/collaboration/").status_code == 401
+
+
+def test_stale_statistics_are_recomputed_by_one_process_while_others_get_the_stale_value(settings, monkeypatch):
+    from workorder.statistics import views
+
+    settings.STATISTICS_CACHE_SECONDS = 5
+    cache.clear()
+    clock = [1000.0]
+    monkeypatch.setattr(views.time, "time", lambda: clock[0])
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"n": len(calls)}
+
+    assert views.cached("probe", compute) == {"n": 1}
+    assert views.cached("probe", compute) == {"n": 1}  # fresh: no recompute
+    clock[0] += 6  # stale now
+    cache.add("statistics:probe:refresh", 1, timeout=30)  # another worker is refreshing
+    assert views.cached("probe", compute) == {"n": 1}
+    cache.delete("statistics:probe:refresh")
+    assert views.cached("probe", compute) == {"n": 2}

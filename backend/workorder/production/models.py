@@ -123,6 +123,8 @@ class Task(models.Model):
             models.Index(fields=["status", "id"], name="task_status_idx"),
             models.Index(fields=["assigned_department", "status", "id"], name="task_dept_status_idx"),
             models.Index(fields=["assigned_department", "id"], name="task_dept_idx"),
+            # work-order visibility for operators/supervisors: EXISTS(task of my department)
+            models.Index(fields=["assigned_department", "work_order"], name="task_dept_wo_idx"),
             models.Index(fields=["assigned_operator", "status", "id"], name="task_operator_status_idx"),
             models.Index(fields=["process", "id"], name="task_process_idx"),
             models.Index(fields=["created_at"], name="task_created_at_idx"),

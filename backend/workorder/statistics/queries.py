@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery
+from django.db import connection
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from workorder.accounts.models import Role, User
 from workorder.catalog.models import Department
-from workorder.production.models import Task, TaskStatus, WorkOrderStatus
+from workorder.production.models import Task, TaskStatus, WorkOrder, WorkOrderStatus
 
 STATUSES = [choice.value for choice in TaskStatus]
 
 
-def _status_counts(prefix: str = "") -> dict:
+def _status_counts() -> dict:
     return {status: Count("id", filter=Q(status=status)) for status in STATUSES}
 
 
@@ -78,53 +79,63 @@ def department_workload() -> dict:
     return {"since": since.isoformat(), "departments": departments}
 
 
+HANDOFFS_SQL = """
+    SELECT a.assigned_department_id, b.assigned_department_id, COUNT(*),
+           COUNT(CASE WHEN a.status = %(completed)s THEN 1 END)
+    FROM {task} a
+    JOIN {task} b ON b.work_order_id = a.work_order_id AND b.sequence = a.sequence + 1
+    WHERE a.status <> %(cancelled)s
+    GROUP BY a.assigned_department_id, b.assigned_department_id
+"""
+
+WAITING_SQL = """
+    SELECT t.assigned_department_id, COUNT(*)
+    FROM (
+        SELECT u.work_order_id, MIN(u.sequence) AS sequence
+        FROM {task} u JOIN {work_order} w ON w.id = u.work_order_id
+        WHERE u.status IN (%(pending)s, %(in_progress)s) AND w.status IN (%(open)s, %(wo_in_progress)s)
+        GROUP BY u.work_order_id
+    ) current_step
+    JOIN {task} t ON t.work_order_id = current_step.work_order_id AND t.sequence = current_step.sequence
+    GROUP BY t.assigned_department_id
+"""
+
+
 def collaboration() -> dict:
-    """How work flows between departments (3 queries).
+    """How work flows between departments (3 queries: hash joins, no per-row subqueries).
 
     handoffs: per (from, to) department pair, how many work-order steps hand over from a task to the
     next task of the same work order (sequence + 1); `completed` of them were handed over (the earlier
-    task is completed), the rest are still upstream.
+    task is completed), `pending` are still upstream. Cancelled tasks are left out.
     waiting: per department, the open work orders whose current step (their earliest unfinished task)
     belongs to that department.
     """
-    next_department = Subquery(
-        Task.objects.filter(work_order_id=OuterRef("work_order_id"), sequence=OuterRef("sequence") + 1)
-        .values("assigned_department_id")[:1],
-        output_field=IntegerField(),
-    )
-    pairs = (
-        Task.objects.exclude(status=TaskStatus.CANCELLED).annotate(to_department=next_department)
-        .filter(to_department__isnull=False).order_by()
-        .values("assigned_department", "to_department")
-        .annotate(handoffs=Count("id"), completed=Count("id", filter=Q(status=TaskStatus.COMPLETED)))
-    )
-    earlier_unfinished = Task.objects.filter(
-        work_order_id=OuterRef("work_order_id"), sequence__lt=OuterRef("sequence"),
-        status__in=[TaskStatus.PENDING, TaskStatus.IN_PROGRESS],
-    )
-    waiting = dict(
-        Task.objects.filter(
-            status__in=[TaskStatus.PENDING, TaskStatus.IN_PROGRESS],
-            work_order__status__in=[WorkOrderStatus.OPEN, WorkOrderStatus.IN_PROGRESS],
-        ).filter(~Exists(earlier_unfinished)).order_by()
-        .values("assigned_department").annotate(n=Count("work_order_id", distinct=True))
-        .values_list("assigned_department", "n")
-    )
+    tables = {"task": connection.ops.quote_name(Task._meta.db_table),
+              "work_order": connection.ops.quote_name(WorkOrder._meta.db_table)}
+    params = {"completed": TaskStatus.COMPLETED.value, "cancelled": TaskStatus.CANCELLED.value,
+              "pending": TaskStatus.PENDING.value, "in_progress": TaskStatus.IN_PROGRESS.value,
+              "open": WorkOrderStatus.OPEN.value, "wo_in_progress": WorkOrderStatus.IN_PROGRESS.value}
+    with connection.cursor() as cursor:
+        cursor.execute(HANDOFFS_SQL.format(**tables), params)
+        pairs = cursor.fetchall()
+        cursor.execute(WAITING_SQL.format(**tables), params)
+        waiting = dict(cursor.fetchall())
     names = dict(_departments())
     handoffs = sorted(
         (
             {
-                "from_department": row["assigned_department"],
-                "from_department_name": names.get(row["assigned_department"], ""),
-                "to_department": row["to_department"],
-                "to_department_name": names.get(row["to_department"], ""),
-                "handoffs": row["handoffs"],
-                "completed": row["completed"],
-                "pending": row["handoffs"] - row["completed"],
+                "from_department": from_id,
+                "from_department_name": names.get(from_id, ""),
+                "to_department": to_id,
+                "to_department_name": names.get(to_id, ""),
+                "handoffs": total,
+                "completed": completed,
+                "pending": total - completed,
             }
-            for row in pairs
+            for from_id, to_id, total, completed in pairs
         ),
-        key=lambda item: (item["from_department_name"], item["to_department_name"]),
+        key=lambda item: (item["from_department_name"], item["to_department_name"], item["from_department"],
+                          item["to_department"]),
     )
     return {
         "handoffs": handoffs,

@@ -1,6 +1,8 @@
 """Dashboard statistics: organisation-wide aggregates (counts only, no rows) for every signed-in user,
 cached for settings.STATISTICS_CACHE_SECONDS (WORKORDER_STATISTICS_CACHE_SECONDS, default 5)."""
 
+import time
+
 from django.conf import settings
 from django.core.cache import cache
 from drf_spectacular.utils import extend_schema
@@ -14,14 +16,25 @@ from .serializers import CollaborationSerializer, DepartmentWorkloadSerializer, 
 
 
 def cached(name: str, compute):
+    """Serve `compute()` from the cache for STATISTICS_CACHE_SECONDS.
+
+    Stale-while-revalidate: the value is kept 10x longer than it is fresh; when it is stale, one
+    process (the one that wins cache.add on a short lock key) recomputes it while the others keep
+    answering with the stale value, so a cache expiry never lets every worker run the aggregates at once.
+    """
     seconds = int(getattr(settings, "STATISTICS_CACHE_SECONDS", 5))
     if seconds <= 0:
         return compute()
     key = f"statistics:{name}"
-    value = cache.get(key)
-    if value is None:
-        value = compute()
-        cache.set(key, value, seconds)
+    entry = cache.get(key)
+    now = time.time()
+    if entry is not None and entry["expires"] > now:
+        return entry["value"]
+    if entry is not None and not cache.add(f"{key}:refresh", 1, timeout=30):
+        return entry["value"]  # someone else is refreshing it
+    value = compute()
+    cache.set(key, {"value": value, "expires": time.time() + seconds}, seconds * 10)
+    cache.delete(f"{key}:refresh")
     return value
 
 
