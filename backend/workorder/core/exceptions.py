@@ -5,14 +5,14 @@ Every error response body is:
 `errors` holds per-field messages for 400 validation errors ("non_field_errors" for the body as a
 whole) and is {} otherwise. Codes: invalid, parse_error, not_authenticated, authentication_failed,
 permission_denied, not_found, method_not_allowed, not_acceptable, unsupported_media_type,
-throttled, conflict, server_error.
+throttled, conflict, request_too_large (413), server_error.
 """
 
 from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.db import DataError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -28,6 +28,14 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The object's current state does not allow this."
     default_code = "conflict"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    """413: the request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is too large."
+    default_code = "request_too_large"
 
 
 def _flatten(detail) -> list[str]:
@@ -62,6 +70,15 @@ def json_exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        from django.conf import settings
+
+        exc = PayloadTooLarge(f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+    elif isinstance(exc, SuspiciousOperation):
+        exc = exceptions.ParseError("The request was malformed.")
+    elif isinstance(exc, RecursionError):
+        # json.loads() of deeply nested arrays/objects ([[[[...]]]]) while parsing the body.
+        exc = exceptions.ParseError("JSON parse error - the document is nested too deeply.")
     elif isinstance(exc, DataError):
         # e.g. a value the database cannot store; the caller sent something out of range.
         exc = exceptions.ValidationError({"non_field_errors": ["A value is out of the accepted range."]})
