@@ -11,6 +11,7 @@ own stats entry "<name> (conflict)", never as failures.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import logging
 import math
@@ -144,9 +145,12 @@ class ApiUser(FastHttpUser):
         logins slow by design, and all users log in during the ramp-up."""
         if self._login_client is None:
             timeout = float(option(self.environment, "login_timeout", 60.0))
-            self._login_client = FastHttpSession(
-                base_url=self.host, request_event=self.environment.events.request, user=self,
-                network_timeout=timeout, connection_timeout=timeout, max_retries=0, insecure=self.insecure)
+            kwargs = dict(base_url=self.host, user=self, network_timeout=timeout, connection_timeout=timeout,
+                          max_retries=0, insecure=self.insecure)
+            if "request_event" in inspect.signature(FastHttpSession.__init__).parameters:
+                self._login_client = FastHttpSession(request_event=self.environment.events.request, **kwargs)
+            else:  # Locust before 2.3x took the environment instead
+                self._login_client = FastHttpSession(self.environment, **kwargs)
         return self._login_client
 
     def login(self, account: acc.Account) -> str | None:
@@ -288,7 +292,7 @@ class SupervisorMixin:
 
     def department_operators(self: ApiUser, token: str | None = None) -> list[dict]:
         reply = self.api("GET", "/api/users/", "[Users] Operators", token=token, shape="list",
-                         params={"role": "operator", "department": self.sup_department})
+                         params={"role": "operator", "department": self.sup_department, "page_size": 100})
         if not reply.ok:
             return []
         return [u for u in results_of(reply.data)
