@@ -2,7 +2,7 @@
 """Capacity benchmark (a script, not a test): how many users the production stack holds under the SLA.
 
     .venv/bin/python tests/bench/capacity.py                       # 100, 200, 400, 800, 1600, ... users
-    .venv/bin/python tests/bench/capacity.py --steps 100,200 --step-time 60s --work-orders 20000
+    .venv/bin/python tests/bench/capacity.py --steps 100,200 --step-time 60 --work-orders 20000
 
 Same stack as the production-stack test (tests/harness/stack.py: PostgreSQL with fsync on, Redis,
 gunicorn with the package's config, daphne, nginx with the NixOS module's layout, >= 20,000 seeded
@@ -245,11 +245,15 @@ def run_saturation(stack: Stack, user_class: str, users: int, run_time: int, out
     return {**figures, **cpu, "users": users}
 
 
-def run_step(stack: Stack, users: int, run_time: str, out_dir: Path, spawn_rate: int) -> dict:
+def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rate: float) -> dict:
+    """One workorder-loadtest run: ramp-up at spawn_rate, then `measured_s` seconds of steady state
+    (--reset-stats drops the ramp-up, whose logins are reported apart)."""
     report_dir = out_dir / f"users-{users}"
     report_dir.mkdir(parents=True, exist_ok=True)
+    run_time = f"{int(users / spawn_rate + 0.999) + measured_s}s"
     argv = [venv_binary("workorder-loadtest"), "--host", stack.url, "--users", str(users), "--spawn-rate",
-            str(spawn_rate), "--run-time", run_time, "--report-dir", str(report_dir)] + stack.loadtest_account_args()
+            f"{spawn_rate:g}", "--run-time", run_time, "--report-dir", str(report_dir), "--reset-stats",
+            *stack.loadtest_account_args()]
     sampler = CpuSampler(stack.server_pids()).start()
     result = subprocess.run(argv, capture_output=True, text=True, timeout=3600, cwd=str(report_dir),
                             env={**os.environ, **stack.loadtest_env()})
@@ -257,19 +261,21 @@ def run_step(stack: Stack, users: int, run_time: str, out_dir: Path, spawn_rate:
     (report_dir / "stdout.txt").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
     figures = loadtest_figures(report_dir, stack)
     verdict = {0: "pass", 1: "SLA missed", 2: "invalid run"}.get(result.returncode, f"exit {result.returncode}")
-    return {"users": users, "exit_code": result.returncode, "verdict": verdict, **figures, **cpu,
+    return {"users": users, "spawn_rate": spawn_rate, "run_time": run_time, "exit_code": result.returncode,
+            "verdict": verdict, **figures, **cpu,
             "report_dir": str(report_dir.relative_to(REPO_ROOT)) if report_dir.is_relative_to(REPO_ROOT) else str(report_dir),
             "tail": result.stdout[-3000:]}
 
 
 def fmt_table(rows: list[dict]) -> str:
     lines = ["| users | requests/s | average ms | p50 ms | p95 ms | p99 ms | error rate | server CPU (cores of "
-             f"{psutil.cpu_count()}) | machine busy | verdict |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"{psutil.cpu_count()}) | machine busy | verdict | logins: avg ms (n) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(f"| {r.get('users')} | {r.get('rps', 0):.1f} | {r.get('avg_ms', 0):.0f} | {r.get('p50_ms', 0):.0f} | "
                      f"{r.get('p95_ms', 0):.0f} | {r.get('p99_ms', 0):.0f} | {100 * r.get('error_rate', 0):.3f} % | "
-                     f"{r.get('server_cpu_cores', 0):.2f} | {r.get('machine_busy_cores', 0):.2f} | {r.get('verdict', '')} |")
+                     f"{r.get('server_cpu_cores', 0):.2f} | {r.get('machine_busy_cores', 0):.2f} | {r.get('verdict', '')} | "
+                     f"{(r.get('login_avg_ms') or 0):.0f} ({r.get('logins') or 0}) |")
     return "\n".join(lines)
 
 
@@ -286,10 +292,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", default="100,200,400,800,1600,3200",
                         help="user counts, in order; stops at the first that misses the SLA (default %(default)s)")
-    parser.add_argument("--step-time", default="60s", help="run time per step (default %(default)s)")
-    parser.add_argument("--spawn-rate", type=int, default=0,
-                        help="users started per second (default: users/10, at least 10, so ramp-up takes ~10 s)")
+    parser.add_argument("--step-time", type=int, default=60,
+                        help="seconds of steady state measured per step, after the ramp-up (default %(default)s)")
+    parser.add_argument("--spawn-rate", type=float, default=0,
+                        help="users started per second (default: users/50, at least 2: a 50 s ramp-up whose "
+                             "logins, ~0.35 s of CPU each, leave the server room)")
     parser.add_argument("--work-orders", type=int, default=20000)
+    parser.add_argument("--min-tasks", type=int, default=100000)
     parser.add_argument("--floor-users", type=int, default=16)
     parser.add_argument("--floor-time", type=int, default=20)
     parser.add_argument("--login-samples", type=int, default=10)
@@ -300,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = [int(s) for s in args.steps.split(",") if s.strip()]
-    options = StackOptions(work_orders=args.work_orders, rate_limit="100000r/s", rate_burst=100000,
+    options = StackOptions(work_orders=args.work_orders, min_tasks=args.min_tasks, rate_limit="100000r/s", rate_burst=100000,
                            nginx_access_log=False,
                            nginx_extra_locations=FLOOR_LOCATION, nginx_extra_upstreams="")
     stack = Stack(options)
@@ -338,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict] = []
         results["steps"] = rows
         for users in steps:
-            spawn_rate = args.spawn_rate or max(10, users // 10)
-            print(f"\n== {users} users (spawn rate {spawn_rate}/s, {args.step_time}) ==", flush=True)
+            spawn_rate = args.spawn_rate or max(2.0, users / 50)
+            print(f"\n== {users} users (spawn rate {spawn_rate:g}/s, {args.step_time}s measured) ==", flush=True)
             row = run_step(stack, users, args.step_time, out_dir, spawn_rate)
             rows.append(row)
             print(row.pop("tail"))

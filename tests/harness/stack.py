@@ -429,11 +429,11 @@ class Stack:
     def loadtest_account_args(self) -> list[str]:
         """The seeded account pool, as workorder-loadtest's flags (loadtest/workorder_loadtest/options.py)."""
         o = self.options
-        return ["--password", o.password, "--operators", str(o.operators), "--supervisors", str(o.supervisors),
-                "--makers", str(o.makers)]
+        return ["--operators", str(o.operators), "--supervisors", str(o.supervisors), "--makers", str(o.makers)]
 
     def loadtest_env(self) -> dict[str, str]:
-        return {}
+        # The password travels in the environment (workorder-loadtest reads it), not in logged argv.
+        return {"WORKORDER_LOADTEST_PASSWORD": self.options.password}
 
     @staticmethod
     def loadtest_summary(report_dir: Path) -> dict:
