@@ -133,6 +133,10 @@ def setup_error(environment, message: str) -> None:
 
 
 def _quit_soon(environment) -> None:
+    if _state.get("quitting"):
+        return
+    _state["quitting"] = True
+
     def stop():
         log.error("stopping the run: the verdict is already 'invalid'")
         environment.runner.quit()

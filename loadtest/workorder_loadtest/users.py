@@ -162,10 +162,12 @@ class ApiUser(FastHttpUser):
         if reply.ok:
             hooks.setup_error(self.environment, "login answered without a token (API contract: {\"token\": ...})")
         elif reply.status in (400, 401, 403):
+            log.error("login rejected for %s (HTTP %s)", account.username, reply.status)
             hooks.setup_error(
                 self.environment,
-                f"login rejected for {account.role} accounts (e.g. {account.username}, HTTP {reply.status}): "
-                "seed them with `workorder-manage seed_loadtest` and pass the same --password and pool sizes")
+                f"login rejected for {account.role} accounts (HTTP {reply.status}; pool of "
+                f"{hooks.account_pool(self.environment).sizes[account.role]}, see the log for usernames): seed them with "
+                "`workorder-manage seed_loadtest` and pass the same --password and pool sizes")
         return None
 
     def fetch_me(self, token: str, expected_role: str) -> dict | None:
