@@ -147,3 +147,25 @@ def test_unmatched_api_paths_are_404_json(shop, path):
 
 def test_actions_on_non_numeric_ids_are_404_json(shop):
     assert_error(b.client(shop.admin).post("/api/notifications/-1.1/read/"), 404, "not_found")
+
+
+@pytest.mark.parametrize("field,value", [("customer", 10**30), ("product", 2**63), ("customer", -5),
+                                         ("production_quantity", 10**30), ("delivery_date", "10000-01-01"),
+                                         ("priority", None)])
+def test_out_of_range_values_in_work_order_bodies_are_400(shop, field, value):
+    body = {"customer": b.customer().pk, "product": shop.product.pk, "production_quantity": 5,
+            "delivery_date": "2030-01-01", "priority": "low", field: value}
+    body_errors = assert_error(b.client(shop.maker).post("/api/workorders/", body, format="json"), 400)["errors"]
+    assert field in body_errors
+    wo = b.work_order(shop.maker, shop.product)
+    patch = b.client(shop.maker).patch(f"/api/workorders/{wo.pk}/", {field: value}, format="json")
+    assert field in assert_error(patch, 400)["errors"]
+
+
+def test_form_encoded_and_unsupported_media_types_do_not_crash(shop):
+    api = b.client(shop.cut_op)
+    b.client(shop.cut_op).post(f"/api/tasks/{shop.first.pk}/claim/")
+    form = api.post(f"/api/tasks/{shop.first.pk}/update_progress/", {"quantity": "2"})
+    assert form.status_code == 200
+    odd = api.generic("POST", f"/api/tasks/{shop.first.pk}/update_progress/", "quantity=2", content_type="text/plain")
+    assert_error(odd, 415, "unsupported_media_type")
