@@ -105,3 +105,11 @@ def test_notification_body_matches_the_websocket_message_fields(shop):
     row = b.client(shop.maker).get("/api/notifications/").json()["results"][0]
     assert set(row) == {"id", "kind", "message", "object", "read_at", "created_at"}
     assert row["object"] == {"type": "production.workorder", "id": row["object"]["id"]}
+
+
+def test_notification_without_object_has_null_object(shop):
+    from workorder.notifications.services import notify
+
+    notify([shop.other_maker], "task_claimed", "no object", None)
+    row = b.client(shop.other_maker).get("/api/notifications/").json()["results"][0]
+    assert row["message"] == "no object" and row["object"] is None

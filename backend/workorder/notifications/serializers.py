@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Notification, NotificationKind
@@ -17,7 +18,11 @@ class NotificationSerializer(serializers.ModelSerializer):
         fields = ["id", "kind", "message", "object", "read_at", "created_at"]
         read_only_fields = fields
 
-    def get_object(self, obj) -> NotificationObjectSerializer:
+    @extend_schema_field(NotificationObjectSerializer(allow_null=True))
+    def get_object(self, obj):
+        """The object it is about, or null (same as the WebSocket message)."""
+        if not obj.object_type:
+            return None
         return {"type": obj.object_type, "id": obj.object_id}
 
 
