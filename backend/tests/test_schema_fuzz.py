@@ -1,0 +1,162 @@
+"""Schema-driven fuzzing of the whole API with schemathesis, as every role.
+
+The OpenAPI schema is the project's own (`GET /api/schema/`, drf-spectacular), loaded through the
+WSGI application in-process. For each role (maker, supervisor, operator, admin) every operation gets
+hypothesis-generated requests in two modes:
+- positive: data that fits the schema, with path ids both random and taken from real rows the role
+  can see (so approve/assign/claim/update_progress/... reach the business rules, not only 404s);
+- negative: data that violates the schema (wrong types, out-of-range numbers, missing fields, ...).
+Every response must not be a 5xx and must conform to the schema: documented status code, JSON
+content type, body matching the documented response schema, documented headers.
+
+Bounded for CI: WORKORDER_FUZZ_EXAMPLES (default 6) examples per operation, mode and id source, no
+shrinking, a fixed seed (derandomize) so a CI failure reproduces. The long run with more examples and
+random seeds: `tests/fuzz/long_fuzz.sh` (see docs/reliability.md).
+
+`POST /api/auth/logout/` is not fuzzed (it revokes the token every other request uses); its
+behaviour is covered by tests/test_authorization_matrix.py.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import schemathesis
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from tests import domain_builders as b
+from workorder.production.models import Task, WorkOrder
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+EXAMPLES = int(os.environ.get("WORKORDER_FUZZ_EXAMPLES", "6"))
+DERANDOMIZE = os.environ.get("WORKORDER_FUZZ_RANDOM", "") != "1"
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          response_headers_conformance]
+SKIPPED = {("POST", "/api/auth/logout/")}
+ROLES = ("maker", "supervisor", "operator", "admin")
+
+STATS: Counter = Counter()
+
+
+def build_world():
+    """A small shop: orders in every state, tasks pending/in progress/completed, notifications."""
+    shop = b.Shop()
+    pending = [b.work_order(shop.maker, shop.product, quantity=5) for _ in range(3)]
+    approved = [shop.approved(quantity=20) for _ in range(3)]
+    first, _second = shop.tasks(approved[0])
+    from workorder.production import services
+
+    services.claim_task(shop.cut_op, first.pk)
+    services.update_progress(shop.cut_op, first.pk, 5)
+    first2, _ = shop.tasks(approved[1])
+    services.assign_task(shop.cut_sup, first2.pk, shop.cut_op.pk)
+    rejected = b.work_order(shop.maker, shop.product)
+    services.reject_work_order(shop.cut_sup, rejected.pk, "no capacity")
+    users = {"maker": shop.maker, "supervisor": shop.cut_sup, "operator": shop.cut_op, "admin": shop.admin}
+    tokens = {}
+    from rest_framework.authtoken.models import Token
+
+    for role, user in users.items():
+        tokens[role] = Token.objects.get_or_create(user=user)[0].key
+    return shop, users, tokens, pending
+
+
+def real_ids(path: str, user) -> list[int]:
+    """Ids of rows this operation's path refers to (all of them: visibility is what is being tested)."""
+    from workorder.accounts.models import User
+    from workorder.catalog.models import Customer, Department, Process, Product
+    from workorder.notifications.models import Notification
+
+    models = {"/api/tasks/": Task, "/api/workorders/": WorkOrder, "/api/products/": Product,
+              "/api/customers/": Customer, "/api/departments/": Department, "/api/processes/": Process,
+              "/api/users/": User}
+    if path.startswith("/api/notifications/"):
+        return list(Notification.objects.filter(recipient=user).values_list("id", flat=True)[:20]) or [1]
+    for prefix, model in models.items():
+        if path.startswith(prefix):
+            return list(model.objects.order_by("id").values_list("id", flat=True)[:50])
+    return []
+
+
+def fuzz_operation(operation, token: str, mode: GenerationMode, path_ids: list[int] | None, failures: list):
+    headers = {"Authorization": f"Token {token}"}
+    kwargs = {}
+    if path_ids:
+        kwargs["path_parameters"] = {"id": st.sampled_from([str(i) for i in path_ids])}
+    try:
+        strategy = operation.as_strategy(generation_mode=mode, **kwargs)
+    except TypeError:  # older signature without strategies for path parameters
+        strategy = operation.as_strategy(generation_mode=mode)
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=DERANDOMIZE,
+              phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False,
+              suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def run(case):
+        STATS["requests"] += 1
+        response = case.call(headers=headers)
+        STATS[f"status {response.status_code}"] += 1
+        try:
+            case.validate_response(response, checks=CHECKS, headers=headers)
+        except BaseException as exc:  # schemathesis' FailureGroup is a BaseExceptionGroup
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            failures.append(
+                f"{operation.method.upper()} {operation.path} [{mode.value}] -> {response.status_code}\n"
+                f"  request: {case.as_curl_command(headers=headers)}\n"
+                f"  body: {response.content[:400]!r}\n  {str(exc)[:1500]}"
+            )
+            raise
+
+    try:
+        run()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # noqa: BLE001 - recorded above (one per operation and mode)
+        pass
+
+
+@pytest.fixture
+def schema():
+    from django.core.wsgi import get_wsgi_application
+
+    return schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_schema_fuzz_as_role(schema, role):
+    shop, users, tokens, _pending = build_world()
+    t0 = time.monotonic()
+    failures: list[str] = []
+    operations = 0
+    before = STATS["requests"]
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if (operation.method.upper(), operation.path) in SKIPPED:
+            continue
+        operations += 1
+        has_id = "{id}" in operation.path
+        fuzz_operation(operation, tokens[role], GenerationMode.POSITIVE, None, failures)
+        fuzz_operation(operation, tokens[role], GenerationMode.NEGATIVE, None, failures)
+        if has_id:
+            fuzz_operation(operation, tokens[role], GenerationMode.POSITIVE, real_ids(operation.path, users[role]),
+                           failures)
+    elapsed = time.monotonic() - t0
+    statuses = {k: v for k, v in sorted(STATS.items()) if k.startswith("status")}
+    print(f"\n[fuzz] role={role}: {operations} operations, {STATS['requests'] - before} requests in {elapsed:.1f}s "
+          f"(examples per operation/mode={EXAMPLES}); statuses so far: {statuses}")
+    assert operations >= 25, "the schema lost operations"
+    assert not failures, f"{len(failures)} schema/5xx failures:\n\n" + "\n\n".join(failures)
