@@ -23,7 +23,8 @@ DEPARTMENTS = (1, 2)
 
 class State:
     def __init__(self, password: str = "secret", operators: int = 20, supervisors: int = 6, makers: int = 6,
-                 tasks: int = 300):
+                 tasks: int = 300, notify: bool = True):
+        self.notify = notify
         self.lock = threading.Lock()
         self.password = password
         self.users: dict[str, dict] = {}
@@ -218,10 +219,11 @@ def make_handler(state: State, delay: float):
                         return 409, {"detail": "Task is not pending."}
                     t.update(assigned_operator=op["id"])
                     state.notifications += 1
-                    push(state, op["id"], {"type": "notification", "id": state.notifications,
-                                           "kind": "task_assigned", "message": f"Task {t['id']} assigned to you",
-                                           "object": {"type": "production.task", "id": t["id"]},
-                                           "created_at": "2026-01-01T00:00:00Z"})
+                    if state.notify:
+                        push(state, op["id"], {"type": "notification", "id": state.notifications,
+                                               "kind": "task_assigned", "message": f"Task {t['id']} assigned to you",
+                                               "object": {"type": "production.task", "id": t["id"]},
+                                               "created_at": "2026-01-01T00:00:00Z"})
                     return 200, t
                 if method == "POST" and action == "update_progress":
                     qty = self.body().get("quantity")

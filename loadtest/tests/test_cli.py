@@ -110,6 +110,18 @@ def test_websocket_user_measures_assignment_to_notification(service, tmp_path):
     assert s["groups"]["ws"]["requests"] == sum(e["requests"] for e in ws.values())
 
 
+def test_missing_notifications_fail_the_websocket_thresholds(tmp_path):
+    with FakeService(notify=False) as service:
+        proc = run_cli(service.url, tmp_path, "--ws-users", "1", "--users", "3", "--run-time", "4s",
+                       "--ws-timeout", "1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    s = summary(tmp_path)
+    latency = next(e for e in s["entries"] if e["name"] == "[WS] assignment->notification")
+    assert latency["failures"] >= 1
+    failed = {(r["target"], r["metric"]) for r in s["thresholds"] if r["result"] == "FAIL"}
+    assert ("ws", "error_rate") in failed and not any(t == "http" for t, _ in failed)
+
+
 def test_processes_run_gates_on_the_master(service, tmp_path):
     proc = run_cli(service.url, tmp_path, "--processes", "2", "--users", "8", "--spawn-rate", "8", "--run-time", "4s")
     assert proc.returncode == 0, proc.stdout + proc.stderr
