@@ -127,6 +127,7 @@ class Task(models.Model):
             models.Index(fields=["assigned_department", "work_order"], name="task_dept_wo_idx"),
             models.Index(fields=["assigned_operator", "status", "id"], name="task_operator_status_idx"),
             models.Index(fields=["process", "id"], name="task_process_idx"),
+            models.Index(fields=["sequence", "id"], name="task_sequence_idx"),
             models.Index(fields=["created_at"], name="task_created_at_idx"),
             models.Index(fields=["updated_at"], name="task_updated_at_idx"),
             models.Index(fields=["completed_at"], name="task_completed_at_idx"),
