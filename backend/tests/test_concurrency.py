@@ -128,3 +128,18 @@ def test_concurrent_completion_of_last_two_tasks_completes_the_work_order_once()
     wo.refresh_from_db()
     assert wo.status == "completed"
     assert Task.objects.filter(work_order=wo, status="completed").count() == 2
+
+
+def test_realtime_push_runs_after_a_real_commit_with_the_created_rows(monkeypatch):
+    from workorder.notifications import realtime
+
+    pushed = []
+    monkeypatch.setattr(realtime, "push", lambda rows: pushed.append(sorted((n.recipient_id, n.kind) for n in rows)))
+    shop = b.Shop()
+    first, _ = shop.tasks(shop.approved())
+    pushed.clear()
+    assert b.client(shop.cut_op).post(f"/api/tasks/{first.pk}/claim/").status_code == 200
+    assert pushed == [sorted([(shop.cut_sup.pk, "task_claimed"), (shop.maker.pk, "task_claimed")])]
+    pushed.clear()
+    assert b.client(shop.cut_op2).post(f"/api/tasks/{first.pk}/claim/").status_code == 409
+    assert pushed == []  # a refused action pushes nothing
