@@ -73,3 +73,18 @@ def test_cached_count_expires(shop, settings):
     api.get("/api/tasks/?page_size=5")
     shop.approved()
     assert api.get("/api/tasks/?page_size=5").json()["count"] == 14
+
+
+def test_a_stale_cached_count_never_claims_fewer_rows_than_the_first_page_shows(shop, settings, monkeypatch):
+    from workorder.core import pagination
+
+    settings.PAGINATION_COUNT_CACHE_SECONDS = 60
+    keys = []
+    original = pagination._count_cache_key
+    monkeypatch.setattr(pagination, "_count_cache_key", lambda qs: keys.append(original(qs)) or keys[-1])
+    api = b.client(shop.admin)
+    api.get("/api/workorders/?page_size=2&page=2")
+    cache.set(keys[-1], 1, 60)  # an old count of 1 row for this query
+    body = api.get("/api/workorders/?page_size=2").json()
+    assert len(body["results"]) == 2
+    assert body["count"] >= 3 and body["next"] is not None

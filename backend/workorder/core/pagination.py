@@ -98,6 +98,10 @@ class StandardPagination(PageNumberPagination):
             rows = list(queryset[: page_size + 1])
             if len(rows) <= page_size:
                 paginator.remember_exact_count(len(rows))
+            elif paginator.count < len(rows):
+                # A cached count older than the rows we can see: never claim fewer than that.
+                paginator.remember_exact_count(len(rows))
+                paginator.__dict__.pop("num_pages", None)
             self.page = paginator.page(1)
             self.page.object_list = rows[:page_size]
         else:
