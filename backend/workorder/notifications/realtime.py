@@ -190,7 +190,7 @@ def _token_from_scope(scope) -> tuple[str | None, str | None]:
 def _user_for_token(key: str):
     from rest_framework.authtoken.models import Token
 
-    if not key or len(key) > 64:
+    if not key or len(key) > 64 or "\x00" in key:  # NUL: psycopg2 would raise ValueError (HTTP 500)
         return None
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
@@ -251,7 +251,7 @@ class NotificationConsumer(AsyncWebsocketConsumer):
             return
         try:
             message = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: [[[[...]]]] nested deeper than the parser allows
             await self._send({"type": "error", "error": "invalid JSON"})
             return
         if not isinstance(message, dict):
