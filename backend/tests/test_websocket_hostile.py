@@ -8,6 +8,7 @@ the end. Servers are started like backend/tests/test_runtime_realtime.py does (t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -48,10 +49,9 @@ def server(postgres_server, tmp_path_factory):
 @pytest.fixture(scope="module")
 def healthy(server):
     """A legitimate client that stays connected through every attack in this module."""
-    ws = connect(f"{server['daphne'].ws_url}{PATH}?token={server['users']['rt_operator']['token']}", origin=ORIGIN,
-                 open_timeout=10)
-    yield ws
-    ws.close()
+    with connect(f"{server['daphne'].ws_url}{PATH}?token={server['users']['rt_operator']['token']}", origin=ORIGIN,
+                 open_timeout=10) as ws:
+        yield ws
 
 
 def assert_healthy(ws) -> None:
@@ -226,11 +226,10 @@ def test_unauthenticated_connections_are_closed_with_4401(server, healthy, token
 
 
 def test_many_unauthenticated_connections_at_once_do_not_disturb_others(server, healthy):
-    sockets = []
-    for _ in range(50):
-        ws = connect(ws_url(server, "not-a-token"), origin=ORIGIN, open_timeout=10)
-        sockets.append(ws)
-    codes = [closed_code(ws) for ws in sockets]
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(connect(ws_url(server, "not-a-token"), origin=ORIGIN, open_timeout=10))
+                   for _ in range(50)]
+        codes = [closed_code(ws) for ws in sockets]
     assert codes == [4401] * 50
     assert_healthy(healthy)
 
