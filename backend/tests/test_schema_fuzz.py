@@ -9,8 +9,9 @@ hypothesis-generated requests in two modes:
 Every response must not be a 5xx and must conform to the schema: documented status code, JSON
 content type, body matching the documented response schema, documented headers.
 
-Bounded for CI: WORKORDER_FUZZ_EXAMPLES (default 6) examples per operation, mode and id source, no
-shrinking, a fixed seed (derandomize) so a CI failure reproduces. The long run with more examples and
+Bounded for CI: WORKORDER_FUZZ_EXAMPLES (default 8) examples per operation, mode and id source,
+generated once and replayed as each role (generation costs more than the requests), no shrinking, a
+fixed seed (derandomize) so a CI failure reproduces. The long run with more examples and
 random seeds: `tests/fuzz/long_fuzz.sh` (see docs/reliability.md).
 
 `POST /api/auth/logout/` is not fuzzed (it revokes the token every other request uses); its
@@ -26,6 +27,7 @@ from collections import Counter
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 
 import schemathesis
 from schemathesis import GenerationMode
@@ -41,7 +43,7 @@ from workorder.production.models import Task, WorkOrder
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-EXAMPLES = int(os.environ.get("WORKORDER_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("WORKORDER_FUZZ_EXAMPLES", "8"))
 DERANDOMIZE = os.environ.get("WORKORDER_FUZZ_RANDOM", "") != "1"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
@@ -91,42 +93,42 @@ def real_ids(path: str, user) -> list[int]:
     return []
 
 
-def fuzz_operation(operation, token: str, mode: GenerationMode, path_ids: list[int] | None, failures: list):
-    headers = {"Authorization": f"Token {token}"}
+def generate_cases(operation, mode: GenerationMode, path_ids: list[int] | None) -> list:
+    """Up to EXAMPLES cases for one operation and mode (generated once, replayed for every role)."""
     kwargs = {}
     if path_ids:
         kwargs["path_parameters"] = {"id": st.sampled_from([str(i) for i in path_ids])}
-    try:
-        strategy = operation.as_strategy(generation_mode=mode, **kwargs)
-    except TypeError:  # older signature without strategies for path parameters
-        strategy = operation.as_strategy(generation_mode=mode)
+    strategy = operation.as_strategy(generation_mode=mode, **kwargs)
+    cases = []
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=DERANDOMIZE,
-              phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False,
-              suppress_health_check=list(HealthCheck))
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     @given(case=strategy)
-    def run(case):
-        STATS["requests"] += 1
-        response = case.call(headers=headers)
-        STATS[f"status {response.status_code}"] += 1
-        try:
-            case.validate_response(response, checks=CHECKS, headers=headers)
-        except BaseException as exc:  # schemathesis' FailureGroup is a BaseExceptionGroup
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            failures.append(
-                f"{operation.method.upper()} {operation.path} [{mode.value}] -> {response.status_code}\n"
-                f"  request: {case.as_curl_command(headers=headers)}\n"
-                f"  body: {response.content[:400]!r}\n  {str(exc)[:1500]}"
-            )
-            raise
+    def collect(case):
+        cases.append(case)
 
     try:
-        run()
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException:  # noqa: BLE001 - recorded above (one per operation and mode)
+        collect()
+    except Unsatisfiable:  # e.g. negative data for an operation without parameters or body
         pass
+    return cases
+
+
+def replay(case, mode: GenerationMode, token: str, role: str, failures: list) -> None:
+    headers = {"Authorization": f"Token {token}"}
+    STATS["requests"] += 1
+    response = case.call(headers=headers)
+    STATS[f"status {response.status_code}"] += 1
+    try:
+        case.validate_response(response, checks=CHECKS, headers=headers)
+    except BaseException as exc:  # schemathesis' FailureGroup is a BaseExceptionGroup
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        failures.append(
+            f"{case.operation.method.upper()} {case.operation.path} [{mode.value}, as {role}] -> "
+            f"{response.status_code}\n  request: {case.as_curl_command(headers=headers)}\n"
+            f"  body: {response.content[:400]!r}\n  {str(exc)[:1500]}"
+        )
 
 
 @pytest.fixture
@@ -136,27 +138,32 @@ def schema():
     return schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
 
 
-@pytest.mark.parametrize("role", ROLES)
-def test_schema_fuzz_as_role(schema, role):
-    shop, users, tokens, _pending = build_world()
+def test_schema_fuzz_as_every_role(schema):
+    _shop, users, tokens, _pending = build_world()
     t0 = time.monotonic()
-    failures: list[str] = []
-    operations = 0
-    before = STATS["requests"]
+    plan = []  # (operation, mode, cases)
     for result in schema.get_all_operations():
         operation = result.ok()
         if (operation.method.upper(), operation.path) in SKIPPED:
             continue
-        operations += 1
-        has_id = "{id}" in operation.path
-        fuzz_operation(operation, tokens[role], GenerationMode.POSITIVE, None, failures)
-        fuzz_operation(operation, tokens[role], GenerationMode.NEGATIVE, None, failures)
-        if has_id:
-            fuzz_operation(operation, tokens[role], GenerationMode.POSITIVE, real_ids(operation.path, users[role]),
-                           failures)
-    elapsed = time.monotonic() - t0
+        plan.append((operation, GenerationMode.POSITIVE, generate_cases(operation, GenerationMode.POSITIVE, None)))
+        plan.append((operation, GenerationMode.NEGATIVE, generate_cases(operation, GenerationMode.NEGATIVE, None)))
+        if "{id}" in operation.path:
+            ids = sorted({i for user in users.values() for i in real_ids(operation.path, user)})
+            plan.append((operation, GenerationMode.POSITIVE, generate_cases(operation, GenerationMode.POSITIVE, ids)))
+    operations = len({(op.method, op.path) for op, _, _ in plan})
+    generated = sum(len(cases) for _, _, cases in plan)
+    print(f"\n[fuzz] {operations} operations, {generated} cases generated in {time.monotonic() - t0:.1f}s "
+          f"(up to {EXAMPLES} per operation, mode and id source; derandomized={DERANDOMIZE})")
+    failures: list[str] = []
+    for role in ROLES:
+        t_role = time.monotonic()
+        before = STATS["requests"]
+        for _operation, mode, cases in plan:
+            for case in cases:
+                replay(case, mode, tokens[role], role, failures)
+        print(f"[fuzz] as {role}: {STATS['requests'] - before} requests in {time.monotonic() - t_role:.1f}s")
     statuses = {k: v for k, v in sorted(STATS.items()) if k.startswith("status")}
-    print(f"\n[fuzz] role={role}: {operations} operations, {STATS['requests'] - before} requests in {elapsed:.1f}s "
-          f"(examples per operation/mode={EXAMPLES}); statuses so far: {statuses}")
-    assert operations >= 25, "the schema lost operations"
-    assert not failures, f"{len(failures)} schema/5xx failures:\n\n" + "\n\n".join(failures)
+    print(f"[fuzz] {STATS['requests']} requests in {time.monotonic() - t0:.1f}s; statuses: {statuses}")
+    assert operations >= 30, "the schema lost operations"
+    assert not failures, f"{len(failures)} schema/5xx failures:\n\n" + "\n\n".join(failures[:30])

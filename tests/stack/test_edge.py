@@ -1,0 +1,194 @@
+"""The edge of the production topology: /metrics/ access, nginx rate limiting, body limits, hostile URLs.
+
+A small `Stack` (tests/harness/stack.py) without seeding or monitoring, with the NixOS module's
+default rate limit (10 r/s, burst 20 per client address). Its gunicorn gets a metrics allow-list
+that does NOT contain loopback plus a bearer token file, so "a client outside the allowed networks"
+can be tested on one machine: directly on gunicorn's loopback listener (the Prometheus port) and
+through nginx (which denies /metrics outright, token or not).
+
+Run: .venv/bin/python -m pytest -c tests/pytest.ini --rootdir . tests/stack/test_edge.py
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import secrets
+import time
+
+import pytest
+
+from harness.stack import Stack, StackOptions
+
+pytestmark = pytest.mark.stack
+
+RATE, BURST = "10r/s", 20  # nix/module.nix defaults: services.workorder.nginx.rateLimit
+ALLOWED_NETWORK = "10.255.255.0/24"  # loopback is outside it
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory):
+    token_file = tmp_path_factory.mktemp("edge-secrets") / "metrics_token"
+    token = secrets.token_urlsafe(32)
+    token_file.write_text(token + "\n")
+    options = StackOptions(seed=False, monitoring=False, gunicorn_workers=2, rate_limit=RATE, rate_burst=BURST,
+                           gunicorn_extra_env={"WORKORDER_METRICS_ALLOWED_NETWORKS": ALLOWED_NETWORK,
+                                               "WORKORDER_METRICS_TOKEN_FILE": str(token_file)})
+    stack = Stack(options)
+    stack.start()
+    created = stack.manage("shell", "-c", (
+        "from workorder.accounts.models import User\n"
+        "from rest_framework.authtoken.models import Token\n"
+        "u, _ = User.objects.get_or_create(username='edge-admin', defaults={'is_staff': True, 'is_superuser': True})\n"
+        "print(Token.objects.get_or_create(user=u)[0].key)\n"))
+    try:
+        yield {"stack": stack, "metrics_token": token, "api_token": created.stdout.strip().splitlines()[-1]}
+    finally:
+        stack.cleanup()
+
+
+def raw_request(host: str, port: int, method: str, path: str, headers: dict | None = None, body=None,
+                timeout: float = 15) -> tuple[int, dict, bytes]:
+    """http.client sends the path exactly as given (no normalisation), unlike urllib."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def via_nginx(edge, method: str, path: str, **kw):
+    stack = edge["stack"]
+    return raw_request("127.0.0.1", stack.nginx.port, method, path, **kw)
+
+
+def direct(edge, path: str, **kw):
+    stack = edge["stack"]
+    return raw_request("127.0.0.1", stack.gunicorn_metrics_port, "GET", path, **kw)
+
+
+def wait_for_rate_limit_reset():
+    time.sleep(BURST / 10 + 0.5)  # the bucket refills at 10 r/s
+
+
+# --- /metrics/ ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/metrics/", "/metrics", "/metrics/?x=1", "/metrics%2F", "/%6Detrics/",
+                                  "/api/../metrics/", "//metrics/", "/metrics/../metrics/"])
+def test_metrics_403_through_nginx_even_with_the_token(edge, path):
+    status, _, _ = via_nginx(edge, "GET", path)
+    assert status in (403, 400), (path, status)  # 400: nginx refuses a path that climbs above the root
+    status, _, _ = via_nginx(edge, "GET", path, headers={"Authorization": f"Bearer {edge['metrics_token']}"})
+    assert status in (403, 400), (path, status)
+
+
+def test_metrics_403_directly_from_outside_the_allowed_networks(edge):
+    status, _, body = direct(edge, "/metrics/")
+    assert status == 403, body[:200]
+    assert b"django_http" not in body
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-Forwarded-For": "10.255.255.7"}, {"X-Real-IP": "10.255.255.7"}, {"Forwarded": "for=10.255.255.7"},
+    {"Authorization": "Bearer wrong"}, {"Authorization": "Bearer "}, {"Authorization": "Token x"},
+], ids=["xff-spoof", "x-real-ip-spoof", "forwarded-spoof", "wrong-token", "empty-token", "api-token-scheme"])
+def test_metrics_403_directly_with_spoofed_addresses_or_wrong_tokens(edge, headers):
+    status, _, body = direct(edge, "/metrics/", headers=headers)
+    assert status == 403, (headers, status, body[:200])
+
+
+def test_metrics_200_directly_with_the_bearer_token(edge):
+    status, _, body = direct(edge, "/metrics/", headers={"Authorization": f"Bearer {edge['metrics_token']}"})
+    assert status == 200
+    assert b"# TYPE workorder_websocket_connections gauge" in body
+
+
+# --- nginx rate limiting ---------------------------------------------------------------------------
+def test_rate_limit_answers_429_beyond_rate_and_burst(edge):
+    """A bounded burst of 60 parallel requests from one address: at most burst + a few pass, the rest
+    get 429; after a pause (the bucket refills at 10 r/s) requests pass again."""
+    wait_for_rate_limit_reset()
+    headers = {"Authorization": f"Token {edge['api_token']}"}
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(lambda _: via_nginx(edge, "GET", "/api/auth/me/", headers=headers)[0], range(60)))
+    elapsed = time.monotonic() - t0
+    counts = {s: statuses.count(s) for s in set(statuses)}
+    print(f"\n[edge] 60 parallel requests at {RATE} burst {BURST} in {elapsed:.2f}s: {counts}")
+    assert set(counts) <= {200, 429}, counts
+    allowed = BURST + 1 + int(10 * elapsed) + 1
+    assert counts.get(200, 0) <= allowed, counts
+    assert counts.get(429, 0) >= 60 - allowed, counts
+    wait_for_rate_limit_reset()
+    assert via_nginx(edge, "GET", "/api/auth/me/", headers=headers)[0] == 200
+
+
+def test_rate_limit_applies_to_websocket_upgrades_but_not_to_health_or_static(edge):
+    wait_for_rate_limit_reset()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        health = list(pool.map(lambda _: via_nginx(edge, "GET", "/health/")[0], range(60)))
+    assert health == [200] * 60, {s: health.count(s) for s in set(health)}
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        static = list(pool.map(lambda _: via_nginx(edge, "GET", "/static/admin/css/base.css")[0], range(60)))
+    assert static == [200] * 60
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": edge["stack"].url}
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        ws = list(pool.map(lambda _: via_nginx(edge, "GET", "/ws/notifications/?token=x", headers=upgrade,
+                                               timeout=5)[0], range(60)))
+    assert ws.count(429) >= 60 - (BURST + 1 + 10), {s: ws.count(s) for s in set(ws)}
+    wait_for_rate_limit_reset()
+
+
+# --- bodies and URLs through nginx ----------------------------------------------------------------
+def test_body_over_nginx_limit_is_413_from_nginx(edge):
+    wait_for_rate_limit_reset()
+    status, _, _ = via_nginx(edge, "POST", "/api/workorders/", body=b"x" * (11 * 1024 * 1024),
+                             headers={"Content-Type": "application/json", "Authorization": f"Token {edge['api_token']}"})
+    assert status == 413
+
+
+def test_body_over_django_limit_is_413_json(edge):
+    wait_for_rate_limit_reset()
+    body = json.dumps({"customer": "x" * (2 * 1024 * 1024)}).encode()
+    status, headers, raw = via_nginx(edge, "POST", "/api/workorders/", body=body,
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Token {edge['api_token']}"})
+    assert status == 413, raw[:200]
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(raw)["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/api/tasks/%00/", {404, 400}), ("/api/tasks/?status=%00", {400}), ("/api/tasks/1.5/claim/", {404}),
+    ("/api/tasks/?page=99999999999999999999", {404}), ("/api/%E2%80%AE/", {404}),
+    ("/api/tasks/?page_size=" + "9" * 5000, {414}), ("/api/tasks/?page_size=" + "9" * 3000, {200}),
+])
+def test_hostile_urls_through_nginx_are_json_4xx(edge, path, expected):
+    wait_for_rate_limit_reset() if path.endswith("claim/") else None
+    status, headers, raw = via_nginx(edge, "GET" if "claim" not in path else "POST", path,
+                                     headers={"Authorization": f"Token {edge['api_token']}"})
+    assert status in expected, (path, status, raw[:200])
+    if b"<center>nginx</center>" in raw:  # refused by nginx itself (e.g. a NUL byte in the path): fine
+        assert status == 400, (path, status)
+        return
+    if status == 414:  # gunicorn's limit_request_line (4094 bytes) answers before Django
+        assert b"Request Line is too large" in raw
+        return
+    assert headers["content-type"].startswith("application/json"), (path, headers.get("content-type"), raw[:200])
+
+
+def test_deeply_nested_json_through_nginx_is_400(edge):
+    wait_for_rate_limit_reset()
+    status, _, raw = via_nginx(edge, "POST", "/api/workorders/", body=b"[" * 200_000 + b"]" * 200_000,
+                               headers={"Content-Type": "application/json",
+                                        "Authorization": f"Token {edge['api_token']}"})
+    assert status == 400, raw[:200]
+    assert json.loads(raw)["code"] == "parse_error"
+
+
+def test_no_server_errors_in_the_gunicorn_log(edge):
+    log = edge["stack"].gunicorn.log_text()
+    assert "Traceback" not in log, log[-3000:]
