@@ -67,11 +67,18 @@ class ProductionPostgresServer(PostgresServer):
             "-c work_mem=8MB -c maintenance_work_mem=128MB -c max_wal_size=2GB -c checkpoint_timeout=15min "
             "-c random_page_cost=1.1 -c effective_io_concurrency=100 -c wal_compression=on"
         )
-        subprocess.run(
+        result = subprocess.run(
             self._cmd([pg_binary("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
                        "-w", "-t", "60", "start"]),
-            check=True, capture_output=True, text=True, cwd="/",
+            capture_output=True, text=True, cwd="/",
         )
+        if result.returncode != 0:
+            try:
+                log_tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
+            except OSError:
+                log_tail = "(no server log)"
+            raise RuntimeError(f"pg_ctl start failed ({result.returncode}): {result.stdout}{result.stderr}\n"
+                               f"{self.log_file}:\n{log_tail}")
         from .services import wait_for_port
 
         wait_for_port(self.port)
@@ -388,6 +395,23 @@ class Stack:
                 action()
             except Exception as exc:  # noqa: BLE001 - teardown must go on
                 self.log(f"[stack] stopping {name} failed: {exc!r}")
+
+    def collect_logs(self, dest: Path) -> list[Path]:
+        """Copy every server's log (and the rendered configs) to `dest`, e.g. for CI artifacts."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        copied = []
+        patterns = ("run/*.log", "logs/*.log", "nginx/*.log", "nginx/nginx.conf", "prometheus/prometheus.yml",
+                    "prometheus/*.log", "redis/*.log", "postgresql/*.log")
+        for pattern in patterns:
+            for path in self.base.glob(pattern):
+                target = dest / f"{path.parent.name}-{path.name}"
+                try:
+                    shutil.copyfile(path, target)
+                    copied.append(target)
+                except OSError:
+                    pass
+        return copied
 
     def cleanup(self) -> None:
         self.stop()

@@ -41,6 +41,9 @@ def stack():
     try:
         yield stack
     finally:
+        stack.stop()
+        copied = stack.collect_logs(REPO_ROOT / "reports" / "stack" / "logs")
+        print(f"[stack] server logs and configs copied to reports/stack/logs/ ({len(copied)} files)")
         stack.cleanup()
         if options.keep_dir:
             print(f"[stack] kept {stack.base}")
