@@ -5,7 +5,8 @@ Every error response body is:
 `errors` holds per-field messages for 400 validation errors ("non_field_errors" for the body as a
 whole) and is {} otherwise. Codes: invalid, parse_error, not_authenticated, authentication_failed,
 permission_denied, not_found, method_not_allowed, not_acceptable, unsupported_media_type,
-throttled, conflict, request_too_large (413), server_error.
+throttled, conflict, request_too_large (413), service_unavailable (503: database unreachable,
+retry), server_error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.db import DataError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -28,6 +29,14 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The object's current state does not allow this."
     default_code = "conflict"
+
+
+class DatabaseUnavailable(exceptions.APIException):
+    """503: the database cannot be reached (restart, failover) or asked us to retry (deadlock)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is unavailable; retry in a moment."
+    default_code = "service_unavailable"
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -79,6 +88,10 @@ def json_exception_handler(exc, context):
     elif isinstance(exc, RecursionError):
         # json.loads() of deeply nested arrays/objects ([[[[...]]]]) while parsing the body.
         exc = exceptions.ParseError("JSON parse error - the document is nested too deeply.")
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        # PostgreSQL restarting or unreachable, a deadlock, a lock timeout: retryable, so 503, not 500.
+        logger.warning("database unavailable in %s: %s", context.get("view").__class__.__name__, exc)
+        exc = DatabaseUnavailable()
     elif isinstance(exc, DataError):
         # e.g. a value the database cannot store; the caller sent something out of range.
         exc = exceptions.ValidationError({"non_field_errors": ["A value is out of the accepted range."]})
@@ -103,6 +116,8 @@ def json_exception_handler(exc, context):
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         body = {"detail": " ".join(_flatten(detail)), "code": _code(exc), "errors": {}}
     response.data = body
+    if isinstance(exc, DatabaseUnavailable):
+        response["Retry-After"] = "1"
     return response
 
 
