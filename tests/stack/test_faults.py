@@ -65,22 +65,27 @@ class Load:
         self.pipelines = pipelines
         self.events: list[tuple[float, str, int]] = []  # (t, what, status; 0 = no response)
         self.events_lock = threading.Lock()
+        self.failure_details: list[tuple[float, str, int, object]] = []
         self.ledger = Ledger()
         self.stop_flag = threading.Event()
         self.threads: list[threading.Thread] = []
 
     def request(self, session: requests.Session, token: str, method: str, path: str, what: str, body=None):
-        status, data = 0, None
+        status, data, detail, response = 0, None, "", None
         try:
             response = session.request(method, self.base + path, json=body, timeout=(5, 20),
                                        headers={"Authorization": f"Token {token}"})
             status = response.status_code
             if response.content and response.headers.get("Content-Type", "").startswith("application/json"):
                 data = response.json()
-        except (requests.RequestException, ValueError):
+        except (requests.RequestException, ValueError) as exc:
             session.close()  # drop a broken keep-alive connection
+            detail = f"{type(exc).__name__}: {str(exc)[:150]}"
         with self.events_lock:
             self.events.append((time.monotonic(), what, status))
+            if not 200 <= status < 300:
+                body = detail if status == 0 else response.content[:200]
+                self.failure_details.append((time.monotonic(), f"{method} {path}", status, body))
         return status, data
 
     def run_pipeline(self, p: dict) -> None:
@@ -202,14 +207,21 @@ class NotificationListener:
             try:
                 with connect(f"{self.ws_url}?token={self.token}", origin=self.base, open_timeout=5,
                              close_timeout=2) as ws:
+                    refetch_again_at = None
                     if not first:
                         self.reconnects.append(time.monotonic())
                         self.refetch()
+                        # The server joins the user's group just after accepting the socket: fetch once
+                        # more a moment later to cover a notification created in between.
+                        refetch_again_at = time.monotonic() + 1.0
                     first = False
                     self.connected.set()
                     while not self.stop_flag.is_set():
+                        if refetch_again_at and time.monotonic() >= refetch_again_at:
+                            refetch_again_at = None
+                            self.refetch()
                         try:
-                            message = json.loads(ws.recv(timeout=1))
+                            message = json.loads(ws.recv(timeout=0.5))
                         except TimeoutError:
                             continue
                         if message.get("type") == "notification":
@@ -413,8 +425,13 @@ def test_faults_under_load(fault_stack):
                 "ws_disconnected": sum(1 for l in listeners if len(l.disconnects) > disconnects_before[l.name]),
                 "ws_reconnected": sum(1 for l in listeners if len(l.reconnects) > reconnects_before[l.name]),
             })
+            reconnect_times = [min(t for t in l.reconnects if t >= t_fault) - t_fault for l in listeners
+                               if any(t >= t_fault for t in l.reconnects)]
+            rows[-1]["ws_reconnect_seconds"] = max(reconnect_times) if reconnect_times else None
             print(f"[faults] {name}: {detail}; recovered after {recovery:.1f}s; "
                   f"failures {load.failures_by_status(t_fault, t_end)}")
+            for _, request, status, body in [f for f in load.failure_details if t_fault <= f[0] < t_end][:3]:
+                print(f"[faults]   failed: {request} -> {status or 'no response'}: {body!r}")
             time.sleep(2)
     finally:
         load.stop()
@@ -430,6 +447,7 @@ def test_faults_under_load(fault_stack):
         writes, lost = lost_writes(stack, load.ledger, row["t0"], row["t1"])
         created, missed, refetched = notifications_missed(stack, listeners, wall0 - mono0, row["t0"], row["t1"])
         table.append({**row, "requests": total, "failed": failed, "share": failed / total if total else 0.0,
+                      "statuses": load.failures_by_status(row["t0"], row["t1"]),
                       "writes": writes, "lost": lost, "notifications": created, "missed": missed,
                       "refetched": refetched})
     text = render_table(table, len(listeners))
@@ -453,14 +471,18 @@ def test_faults_under_load(fault_stack):
 
 def render_table(table: list[dict], listeners: int) -> str:
     lines = [
-        f"| fault | requests | failed (share) | recovery s | acknowledged writes | acknowledged writes lost "
+        f"| fault | requests | failed (share) | failures by status | recovery s | acknowledged writes | acknowledged writes lost "
         f"| WebSocket clients disconnected / reconnected (of {listeners}) | notifications for them "
         f"| re-fetched after reconnect | never delivered |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in table:
         recovery = "" if r["recovery"] is None else f"{r['recovery']:.1f}"
         ws = f"{r['ws_disconnected']} / {r['ws_reconnected']}" if "ws_disconnected" in r else ""
-        lines.append(f"| {r['fault']} | {r['requests']} | {r['failed']} ({100 * r['share']:.1f}%) | {recovery} | "
+        if r.get("ws_reconnect_seconds") is not None:
+            ws += f" (all back after {r['ws_reconnect_seconds']:.1f} s)"
+        statuses = ", ".join(f"{'no response' if s == 0 else s} x{n}" for s, n in sorted(r["statuses"].items()))
+        lines.append(f"| {r['fault']} | {r['requests']} | {r['failed']} ({100 * r['share']:.1f}%) | {statuses} | "
+                     f"{recovery} | "
                      f"{r['writes']} | {r['lost']} | {ws} | {r['notifications']} | {r['refetched']} | {r['missed']} |")
     return "\n".join(lines)
