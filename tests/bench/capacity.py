@@ -302,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
                              "~0.35 s of CPU, so the ramp-up hashing takes about a third of two cores)")
     parser.add_argument("--work-orders", type=int, default=20000)
     parser.add_argument("--min-tasks", type=int, default=100000)
+    parser.add_argument("--operators", type=int, default=1000,
+                        help="seeded account pools: larger than the stack test's 200/50/50 so that 400+ "
+                             "simulated users do not share accounts")
+    parser.add_argument("--supervisors", type=int, default=250)
+    parser.add_argument("--makers", type=int, default=250)
     parser.add_argument("--floor-users", type=int, default=16)
     parser.add_argument("--floor-time", type=int, default=20)
     parser.add_argument("--login-samples", type=int, default=10)
@@ -312,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = [int(s) for s in args.steps.split(",") if s.strip()]
-    options = StackOptions(work_orders=args.work_orders, min_tasks=args.min_tasks, rate_limit="100000r/s", rate_burst=100000,
+    options = StackOptions(work_orders=args.work_orders, min_tasks=args.min_tasks, operators=args.operators,
+                           supervisors=args.supervisors, makers=args.makers, rate_limit="100000r/s", rate_burst=100000,
                            nginx_access_log=False,
                            nginx_extra_locations=FLOOR_LOCATION, nginx_extra_upstreams="")
     stack = Stack(options)
