@@ -3,7 +3,8 @@
 Oversized bodies (413), deeply nested JSON (400), wrong content types (415), undecodable bytes,
 non-standard JSON literals (NaN, Infinity), huge numbers (integer overflow in quantities, ids, page
 numbers and page sizes), unicode and NUL bytes in text fields and filters, absurd dates, huge
-headers. Runs in-process against real PostgreSQL; the same cases through nginx are part of the
+headers; and, pinned in-process, what the fault test found: the database unreachable is a 503, a
+Redis outage is a cache miss. Runs in-process against real PostgreSQL; the same cases through nginx are part of the
 production-stack tests (nginx's own limit is client_max_body_size, 10m).
 """
 
@@ -290,3 +291,39 @@ def test_form_encoded_body_is_parsed_like_json(shop):
                                           content_type="application/x-www-form-urlencoded")
     assert response.status_code == 200, response.content[:200]
     assert ProgressReport.objects.count() == 1
+
+
+# --- a dependency failing mid-request (the fault test's findings, pinned in-process) ----------------
+@pytest.mark.parametrize("error", ["OperationalError", "InterfaceError"])
+def test_database_unavailable_is_503_with_retry_after(shop, monkeypatch, error):
+    import django.db
+
+    from workorder.production import views
+
+    def unavailable(*args, **kwargs):
+        raise getattr(django.db, error)("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(views, "visible_tasks", unavailable)
+    response = b.client(shop.admin).get("/api/tasks/")
+    body = assert_clear_4xx_or_5xx(response, 503, "database is unavailable")
+    assert body["code"] == "service_unavailable"
+    assert response["Retry-After"] == "1"
+
+
+def test_redis_cache_outage_degrades_to_misses():
+    from workorder.core.cache import PrometheusRedisCache
+
+    cache = PrometheusRedisCache("redis://127.0.0.1:9/0", {"OPTIONS": {"socket_connect_timeout": 0.5,
+                                                                       "socket_timeout": 0.5}})
+    assert cache.get("key", "default") == "default"
+    cache.set("key", 1)  # no exception
+    assert cache.add("lock", 1) is True  # "go ahead and recompute"
+
+
+def assert_clear_4xx_or_5xx(response, status: int, *words: str):
+    assert response.status_code == status, (response.status_code, response.content[:300])
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    for word in words:
+        assert word.lower() in body["detail"].lower(), body
+    return body
