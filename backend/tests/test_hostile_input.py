@@ -318,6 +318,24 @@ def test_redis_cache_outage_degrades_to_misses():
     assert cache.get("key", "default") == "default"
     cache.set("key", 1)  # no exception
     assert cache.add("lock", 1) is True  # "go ahead and recompute"
+    assert cache.delete("lock") is False  # no exception
+
+
+def test_statistics_answer_while_redis_is_down(shop, settings):
+    """The statistics views read, lock, write and delete cache keys: all must survive an outage."""
+    settings.CACHES = {"default": {"BACKEND": "workorder.core.cache.PrometheusRedisCache",
+                                   "LOCATION": "redis://127.0.0.1:9/0",
+                                   "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}
+    from django.core.cache import caches
+
+    caches._settings = None  # let django.core.cache pick up the overridden CACHES
+    try:
+        for path in ("/api/statistics/task_summary/", "/api/statistics/department_workload/",
+                     "/api/statistics/collaboration/", "/api/tasks/?page=1", "/api/workorders/"):
+            response = b.client(shop.admin).get(path)
+            assert response.status_code == 200, (path, response.content[:200])
+    finally:
+        caches._settings = None
 
 
 def assert_clear_4xx_or_5xx(response, status: int, *words: str):

@@ -51,3 +51,10 @@ class PrometheusRedisCache(RedisCache):
         except Exception as exc:  # noqa: BLE001 - Redis unavailable: let the caller go ahead and recompute
             logger.warning("cache add failed, treated as added: %s: %s", type(exc).__name__, exc)
             return True
+
+    def delete(self, key, version=None):
+        try:
+            return super().delete(key, version=version)
+        except Exception as exc:  # noqa: BLE001 - Redis unavailable: the key expires by itself
+            logger.warning("cache delete failed, left to expire: %s: %s", type(exc).__name__, exc)
+            return False
