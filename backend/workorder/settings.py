@@ -161,7 +161,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 2}],
+                # socket_timeout must exceed channels_redis' BZPOPMIN block (brpop_timeout = 5 s):
+                # redis-py 8 defaults socket_timeout to 5 s, so the read raced the server's 5 s block,
+                # raised TimeoutError inside the consumer and daphne dropped the WebSocket.
+                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 2, "socket_timeout": 15}],
                 "prefix": "workorder",
                 "capacity": 1000,
                 "expiry": 30,
