@@ -58,6 +58,17 @@ class ProductionPostgresServer(PostgresServer):
         self.durable = durable
 
     def start(self) -> "PostgresServer":
+        # free_port() can race with other test runs on a busy machine: retry on another port.
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except RuntimeError as exc:
+                if "already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "PostgresServer":
         if not (self.data_dir / "PG_VERSION").exists():
             self.init()
         durability = "" if self.durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
