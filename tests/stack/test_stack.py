@@ -75,15 +75,14 @@ def test_metrics_closed_through_nginx_open_on_loopback_listener(stack):
 def test_static_files_and_security_headers(stack):
     status, _ = stack.get("/static/admin/css/base.css")
     assert status == 200
-    request_headers = {}
     import urllib.request
 
     with urllib.request.urlopen(stack.url + "/health/", timeout=10) as response:
-        request_headers = {k.lower(): v for k, v in response.headers.items()}
-    assert request_headers.get("x-content-type-options") == "nosniff"
-    assert request_headers.get("x-frame-options") == "DENY"
-    assert "referrer-policy" in request_headers
-    assert request_headers.get("server") == "nginx"  # server_tokens off: no version
+        headers = {k.lower(): v for k, v in response.headers.items()}
+    assert headers.get("x-content-type-options") == "nosniff"
+    assert headers.get("x-frame-options") == "DENY"
+    assert "referrer-policy" in headers
+    assert headers.get("server") == "nginx"  # server_tokens off: no version
 
 
 def test_websocket_through_nginx(stack):
