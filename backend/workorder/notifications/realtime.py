@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from urllib.parse import parse_qs
 
@@ -60,9 +61,49 @@ def serialize(notification) -> dict:
 
 
 # --- push: called after commit by notifications.services.notify, in gunicorn workers ----------------
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+    except ImportError:  # pragma: no cover - redis is a dependency of channels-redis
+        return (OSError,)
+    return (RedisConnectionError, OSError)
+
+
 async def _send_all(layer, messages: list[tuple[str, dict]]) -> None:
-    for group, payload in messages:
-        await layer.group_send(group, {"type": "notification.message", "payload": payload})
+    """group_send each message in order. A broken pooled connection (Redis restarted since the last
+    push) is retried once from the message that failed, so none is sent twice."""
+    retried = False
+    index = 0
+    while index < len(messages):
+        group, payload = messages[index]
+        try:
+            await layer.group_send(group, {"type": "notification.message", "payload": payload})
+        except _connection_errors():
+            if retried:
+                raise
+            retried = True
+            continue
+        index += 1
+
+
+# One event loop per process, in a daemon thread, runs every push to Redis. channels-redis keeps its Redis
+# connection pool per event loop, and async_to_sync() ran each push on a fresh loop: a new Redis
+# connection (connect, then close) for every notifying request, ~8 ms for an assignment's 11
+# recipients (tests/bench/profile_endpoints.py). A long-lived loop keeps the pool. Created lazily and
+# per PID, so a forked gunicorn worker never inherits a loop whose thread did not survive the fork.
+_push_loop: asyncio.AbstractEventLoop | None = None
+_push_loop_pid: int | None = None
+_push_loop_lock = threading.Lock()
+
+
+def _loop_for_push() -> asyncio.AbstractEventLoop:
+    global _push_loop, _push_loop_pid
+    with _push_loop_lock:
+        if _push_loop is None or _push_loop_pid != os.getpid() or _push_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="workorder-realtime-push", daemon=True).start()
+            _push_loop, _push_loop_pid = loop, os.getpid()
+        return _push_loop
 
 
 def push(notifications) -> None:
@@ -74,7 +115,17 @@ def push(notifications) -> None:
         layer = get_channel_layer()
         if layer is None:
             return
-        async_to_sync(_push_with_timeout)(layer, messages)
+        if not type(layer).__module__.startswith("channels_redis"):
+            # The in-memory layer (embedded default, tests) must run on the loop of its consumers,
+            # which async_to_sync finds when called from inside sync_to_async.
+            async_to_sync(_push_with_timeout)(layer, messages)
+            return
+        future = asyncio.run_coroutine_threadsafe(_push_with_timeout(layer, messages), _loop_for_push())
+        try:
+            future.result(timeout=PUSH_TIMEOUT_SECONDS + 1)
+        except BaseException:
+            future.cancel()
+            raise
     except Exception as exc:  # noqa: BLE001 - Redis down must never fail the request that notified
         logger.warning("realtime push of %d notification(s) skipped: %s: %s", len(messages),
                        type(exc).__name__, exc)
