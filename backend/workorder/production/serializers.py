@@ -111,6 +111,35 @@ class WorkOrderSerializer(serializers.ModelSerializer):
                   "updated_at"]
         read_only_fields = fields
 
+    def to_representation(self, instance):
+        """The declared fields, built directly (as TaskSerializer.to_representation): same keys, order
+        and values, without building this serializer's fields on every request."""
+        def moment(value):
+            return _DATETIME.to_representation(value) if value is not None else None
+
+        return {
+            "id": instance.pk,
+            "number": str(instance.number),
+            "customer": instance.customer_id,
+            "customer_name": str(instance.customer.name),
+            "product": instance.product_id,
+            "product_name": str(instance.product.name),
+            "production_quantity": int(instance.production_quantity),
+            "delivery_date": _DATE.to_representation(instance.delivery_date)
+            if instance.delivery_date is not None else None,
+            "priority": str(instance.priority),
+            "approval_status": str(instance.approval_status),
+            "status": str(instance.status),
+            "rejection_reason": str(instance.rejection_reason),
+            "created_by": instance.created_by_id,
+            "created_by_username": str(instance.created_by.username),
+            "approved_by": instance.approved_by_id,
+            "approved_at": moment(instance.approved_at),
+            "completed_at": moment(instance.completed_at),
+            "created_at": moment(instance.created_at),
+            "updated_at": moment(instance.updated_at),
+        }
+
 
 class WorkOrderTaskSerializer(serializers.ModelSerializer):
     process_name = serializers.CharField(source="process.name", read_only=True)
@@ -128,6 +157,11 @@ class WorkOrderDetailSerializer(WorkOrderSerializer):
     class Meta(WorkOrderSerializer.Meta):
         fields = WorkOrderSerializer.Meta.fields + ["tasks"]
         read_only_fields = fields
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["tasks"] = self.fields["tasks"].to_representation(instance.tasks.all())
+        return data
 
 
 class WorkOrderWriteSerializer(serializers.Serializer):
