@@ -23,6 +23,7 @@ import cProfile
 import io
 import os
 import pstats
+import shutil
 import subprocess
 import sys
 import time
@@ -88,6 +89,7 @@ def main() -> int:
         if not args.keep:
             if redis:
                 redis.stop()
+                shutil.rmtree(redis.base, ignore_errors=True)
             if postgres:
                 postgres.cleanup()
 
