@@ -804,6 +804,8 @@ in
               proxyPass = "http://workorder-daphne";
               proxyWebsockets = true;
               extraConfig = ''
+                # daphne logs every connection without the query string; nginx's $request would keep a ?token=.
+                access_log off;
                 proxy_read_timeout ${cfg.nginx.webSocketTimeout};
                 proxy_send_timeout ${cfg.nginx.webSocketTimeout};
                 proxy_buffering off;

@@ -205,6 +205,8 @@ def test_daphne_bind_arguments():
     assert bind_args("[::1]:8002") == ["-b", "::1", "-p", "8002"]
     argv = build_argv(["--ping-interval", "5"], environ={"DAPHNE_BIND": "127.0.0.1:9"})
     assert argv[-1] == "workorder.asgi:application" and "--proxy-headers" in argv
+    # the client address comes from X-Real-IP (nginx overwrites it), never from a client-supplied X-Forwarded-For
+    assert argv[argv.index("--proxy-headers-host") + 1] == "X-Real-IP"
     assert argv.index("5") > argv.index("20")  # extra arguments come after (and win over) the defaults
     assert strip_query("/ws/notifications/?token=abc") == "/ws/notifications/"
     assert strip_query(b"/ws/?token=abc") == "/ws/"

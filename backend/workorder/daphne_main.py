@@ -24,6 +24,10 @@ APPLICATION = "workorder.asgi:application"
 # the proxied connection busy; a client that does not answer within 30s is dropped.
 DEFAULT_ARGS = [
     "--proxy-headers",
+    # The client address from X-Real-IP, which nginx overwrites with $remote_addr. daphne would take
+    # the FIRST X-Forwarded-For entry, and nginx's $proxy_add_x_forwarded_for keeps whatever the
+    # client sent there: a spoofable address in every log line.
+    "--proxy-headers-host", "X-Real-IP",
     "--ping-interval", "20",
     "--ping-timeout", "30",
     "--websocket_timeout", "86400",  # a connection lives at most a day; clients reconnect

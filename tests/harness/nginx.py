@@ -212,6 +212,8 @@ http {{
       proxy_http_version 1.1;
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection $connection_upgrade;
+      # daphne logs every connection without the query string; nginx's $request would keep a ?token=.
+      access_log off;
       proxy_read_timeout {c.ws_timeout};
       proxy_send_timeout {c.ws_timeout};
       proxy_buffering off;
