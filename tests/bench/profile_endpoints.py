@@ -167,7 +167,7 @@ def run(args) -> int:
     ]
     only = {name.strip() for name in args.only.split(",") if name.strip()}
 
-    print(f"| endpoint | requests | mean ms/request | SQL queries/request | SQL ms/request |")
+    print("| endpoint | requests | mean ms/request | SQL queries/request | SQL ms/request |")
     print("|---|---:|---:|---:|---:|")
     profiles = []
     for name, call in endpoints:

@@ -112,21 +112,36 @@ class PostgresServer:
                        "--encoding=UTF8", "--locale=C.UTF-8" if _has_c_utf8() else "--no-locale"])
         return self
 
-    def start(self) -> "PostgresServer":
-        if not (self.data_dir / "PG_VERSION").exists():
-            self.init()
-        options = (
+    def server_options(self) -> str:
+        """postgres -c options: loopback only, no durability (unit tests); see ProductionPostgresServer."""
+        return (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.socket_dir} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
             "-c shared_buffers=128MB"
         )
-        subprocess.run(
-            self._cmd([pg_binary("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
-                       "-w", "-t", "60", "start"]),
-            check=True, capture_output=True, text=True, cwd="/",
-        )
-        wait_for_port(self.port)
-        return self
+
+    def start(self) -> "PostgresServer":
+        """Start and wait for the port; free_port() can race with another run, so retry on a new port."""
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.init()
+        for attempt in range(3):
+            result = subprocess.run(
+                self._cmd([pg_binary("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+                           "-o", self.server_options(), "-w", "-t", "60", "start"]),
+                capture_output=True, text=True, cwd="/",
+            )
+            if result.returncode == 0:
+                wait_for_port(self.port)
+                return self
+            try:
+                log_tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
+            except OSError:
+                log_tail = "(no server log)"
+            if "already in use" not in log_tail + result.stderr or attempt == 2:
+                raise RuntimeError(f"pg_ctl start failed ({result.returncode}): {result.stdout}{result.stderr}\n"
+                                   f"{self.log_file}:\n{log_tail}")
+            self.port = free_port()
+        raise AssertionError("unreachable")
 
     def stop(self, mode: str = "fast") -> None:
         if (self.data_dir / "postmaster.pid").exists():

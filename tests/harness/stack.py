@@ -31,7 +31,7 @@ from pathlib import Path
 from .app import DaphneServer, GunicornServer
 from .nginx import NginxConfig, NginxServer
 from .process import ManagedProcess
-from .prometheus import (Exporter, PrometheusServer, ScrapeJob, http_get, nginx_exporter, node_exporter,
+from .prometheus import (Exporter, PrometheusServer, ScrapeJob, nginx_exporter, node_exporter,
                          postgres_exporter, redis_exporter)
 from .services import PostgresServer, RedisServer, free_port, pg_binary
 
@@ -57,43 +57,14 @@ class ProductionPostgresServer(PostgresServer):
         super().__init__(*args, **kwargs)
         self.durable = durable
 
-    def start(self) -> "PostgresServer":
-        # free_port() can race with other test runs on a busy machine: retry on another port.
-        for attempt in range(3):
-            try:
-                return self._start_once()
-            except RuntimeError as exc:
-                if "already in use" not in str(exc) or attempt == 2:
-                    raise
-                self.port = free_port()
-        raise AssertionError("unreachable")
-
-    def _start_once(self) -> "PostgresServer":
-        if not (self.data_dir / "PG_VERSION").exists():
-            self.init()
+    def server_options(self) -> str:
         durability = "" if self.durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-        options = (
+        return (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.socket_dir} "
             f"{durability}-c max_connections=200 -c shared_buffers=256MB -c effective_cache_size=1GB "
             "-c work_mem=8MB -c maintenance_work_mem=128MB -c max_wal_size=2GB -c checkpoint_timeout=15min "
             "-c random_page_cost=1.1 -c effective_io_concurrency=100 -c wal_compression=on"
         )
-        result = subprocess.run(
-            self._cmd([pg_binary("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-o", options,
-                       "-w", "-t", "60", "start"]),
-            capture_output=True, text=True, cwd="/",
-        )
-        if result.returncode != 0:
-            try:
-                log_tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
-            except OSError:
-                log_tail = "(no server log)"
-            raise RuntimeError(f"pg_ctl start failed ({result.returncode}): {result.stdout}{result.stderr}\n"
-                               f"{self.log_file}:\n{log_tail}")
-        from .services import wait_for_port
-
-        wait_for_port(self.port)
-        return self
 
     def postmaster_pid(self) -> int | None:
         try:
