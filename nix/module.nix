@@ -2,51 +2,50 @@
 #
 #   gunicorn (WSGI: /api/, /admin/, /health/, /ready/) and daphne (ASGI: /ws/) on unix sockets,
 #   behind nginx (rate limiting, security headers, /static/ from the package, /media/ from the state
-#   directory, /metrics/ closed); PostgreSQL over its unix socket with peer authentication; Redis on a
-#   unix socket; a daily verified backup with 30-day retention; Prometheus scraping django, node,
-#   postgres, redis and nginx with the project's alert rules.
+#   directory, /metrics closed); PostgreSQL over its unix socket with peer authentication; Redis on a
+#   unix socket; a daily verified backup with 30-day retention; monitoring (nix/monitoring.nix).
 #
-# Modelled on nixpkgs' pretix and weblate modules. Every NixOS option used here is listed with the
-# nixpkgs file that declares it in nix/README.md. The production-stack test (tests/stack/,
-# tests/harness/nginx.py) mirrors this layout on Debian, so a difference shows up as a diff.
+# Modelled on nixpkgs' pretix and weblate modules. The nginx layout, the environment, the backup
+# command line and the hardening block come from nix/deployment.nix, which the Debian
+# production-stack test renders too. Every NixOS option set here is listed in nix/README.md with
+# its type, default and the nixpkgs file declaring it.
 {
   config,
   lib,
   pkgs,
+  utils,
   ...
 }:
 let
   inherit (lib)
     concatStringsSep
-    escapeShellArgs
     filterAttrs
     hasPrefix
-    hasSuffix
     literalExpression
     mapAttrs
+    mapAttrsToList
     mkDefault
     mkEnableOption
     mkIf
     mkMerge
     mkOption
+    mkRemovedOptionModule
     optional
     optionalAttrs
-    optionalString
     types
     ;
 
+  deployment = import ./deployment.nix;
   cfg = config.services.workorder;
 
-  user = "workorder";
-  group = "workorder";
   stateDir = "/var/lib/workorder";
   runtimeDir = "/run/workorder";
   gunicornSocket = "${runtimeDir}/gunicorn.sock";
   daphneSocket = "${runtimeDir}/daphne.sock";
-  # prometheus_client multiprocess directory shared by gunicorn workers and daphne, so one scrape
-  # of gunicorn's /metrics/ reports the sum over all processes (WebSocket gauge included).
+  mediaDir = "${stateDir}/media";
+  # prometheus_client's multiprocess directory, shared by the gunicorn workers and daphne.
   metricsDir = "${runtimeDir}/prometheus";
-  backupMetricsFile = "${cfg.monitoring.textfileDirectory}/workorder_backup.prom";
+  generatedSecretKey = "${stateDir}/secret_key";
 
   redisServer = config.services.redis.servers.workorder;
   localServicesOnly = cfg.database.createLocally && cfg.redis.createLocally;
@@ -54,8 +53,7 @@ let
   # gunicorn from the same Python package set as the application (pretix/weblate idiom).
   python = cfg.package.python;
   pythonEnv = python.buildEnv.override { extraLibs = [ (python.pkgs.toPythonModule cfg.package) ]; };
-
-  staticRoot = "${cfg.package}/share/workorder/static";
+  staticRoot = "${cfg.package}/${cfg.package.staticRoot}";
 
   databaseUrl =
     if cfg.database.createLocally then
@@ -77,83 +75,37 @@ let
     else
       toString value;
 
-  # The environment every workorder process gets (the contract in contracts.md).
+  # The environment of every workorder process: cfg.settings without the nulls.
   environment = mapAttrs (_: toEnvValue) (filterAttrs (_: value: value != null) cfg.settings);
-  # gunicorn and daphne only: prometheus_client's multiprocess directory. Other processes
-  # (migrate, seed, workorder-manage, backup) keep their metrics in memory: they could not write
-  # to /run/workorder under ProtectSystem=strict, and their values must not mix into the scrape.
-  serverEnvironment = environment // {
-    PROMETHEUS_MULTIPROC_DIR = metricsDir;
-  };
+  serverEnvironment = environment // deployment.serverEnvironment { multiprocDir = metricsDir; };
+  environmentFile = pkgs.writeText "workorder-environment" (
+    concatStringsSep "" (mapAttrsToList (name: value: "${name}=${value}\n") environment)
+  );
 
-  # Secrets never enter the store: systemd copies them into $CREDENTIALS_DIRECTORY at start.
-  credentials =
-    optional (cfg.secretKeyFile != null) "secret_key:${cfg.secretKeyFile}"
-    ++ optional (cfg.database.passwordFile != null) "database_password:${cfg.database.passwordFile}";
+  # Secrets reach the processes as systemd credentials (settings.py reads
+  # $CREDENTIALS_DIRECTORY/<variable name in lower case>); they never enter the store.
+  secrets =
+    optionalAttrs (cfg.secretKeyFile != null) { DJANGO_SECRET_KEY = cfg.secretKeyFile; }
+    // optionalAttrs (cfg.database.passwordFile != null) { DATABASE_PASSWORD = cfg.database.passwordFile; };
+  credentials = mapAttrsToList (name: file: "${lib.toLower name}:${file}") secrets;
 
-  exportCredentials = ''
-    ${optionalString (cfg.secretKeyFile != null) ''
-      export DJANGO_SECRET_KEY_FILE="$CREDENTIALS_DIRECTORY/secret_key"
-    ''}
-    ${optionalString (cfg.database.passwordFile != null) ''
-      export DATABASE_PASSWORD_FILE="$CREDENTIALS_DIRECTORY/database_password"
-    ''}
-  '';
-
-  # The shared hardening block (pretix's commonUnitConfig, tightened).
-  hardening = {
-    User = user;
-    Group = group;
-    SupplementaryGroups = optional cfg.redis.createLocally redisServer.group;
-    WorkingDirectory = stateDir;
-    StateDirectory = "workorder";
-    StateDirectoryMode = "0750";
-    EnvironmentFile = mkIf (cfg.environmentFile != null) cfg.environmentFile;
-    LoadCredential = credentials;
-
-    AmbientCapabilities = "";
-    CapabilityBoundingSet = [ "" ];
-    DevicePolicy = "closed";
-    LockPersonality = true;
-    MemoryDenyWriteExecute = true;
-    NoNewPrivileges = true;
-    PrivateDevices = true;
-    PrivateMounts = true;
-    PrivateTmp = true;
-    ProcSubset = "pid";
-    ProtectClock = true;
-    ProtectControlGroups = true;
-    ProtectHome = true;
-    ProtectHostname = true;
-    ProtectKernelLogs = true;
-    ProtectKernelModules = true;
-    ProtectKernelTunables = true;
-    ProtectProc = "invisible";
-    ProtectSystem = "strict";
-    RemoveIPC = true;
-    RestrictAddressFamilies = [
-      "AF_UNIX"
-      "AF_INET"
-      "AF_INET6"
-    ];
-    RestrictNamespaces = true;
-    RestrictRealtime = true;
-    RestrictSUIDSGID = true;
-    SystemCallArchitectures = "native";
-    # @chown: gunicorn chowns its unix socket to its own uid/gid (pretix allows it the same way).
-    SystemCallFilter = [
-      "@system-service"
-      "~@privileged"
-      "@chown"
-    ];
-    SystemCallErrorNumber = "EPERM";
-    UMask = "0027";
-  }
-  // optionalAttrs localServicesOnly {
-    # PostgreSQL and Redis are unix sockets; Prometheus scrapes gunicorn on loopback.
-    IPAddressAllow = [ "localhost" ];
-    IPAddressDeny = [ "any" ];
-  };
+  hardening =
+    deployment.hardening
+    // {
+      User = cfg.user;
+      Group = cfg.group;
+      SupplementaryGroups = optional cfg.redis.createLocally redisServer.group;
+      WorkingDirectory = stateDir;
+      StateDirectory = "workorder";
+      StateDirectoryMode = "0750";
+      EnvironmentFile = mkIf (cfg.environmentFile != null) cfg.environmentFile;
+      LoadCredential = credentials;
+    }
+    // optionalAttrs localServicesOnly {
+      # PostgreSQL and Redis are unix sockets; Prometheus scrapes gunicorn on loopback.
+      IPAddressAllow = [ "localhost" ];
+      IPAddressDeny = [ "any" ];
+    };
 
   serviceOrdering = {
     after = [
@@ -166,61 +118,75 @@ let
       ++ optional cfg.redis.createLocally "redis-workorder.service";
   };
 
-  # `workorder-manage` for admins: the service's environment and user (like pretix-manage).
+  # `workorder-manage` for admins: the service's environment and user (like pretix-manage). The
+  # logic is the committed nix/scripts/workorder-manage.sh, which CI runs and shellchecks.
   manageWrapper = pkgs.writeShellApplication {
     name = "workorder-manage";
-    runtimeInputs = [ pkgs.util-linux ];
+    runtimeInputs = [
+      pkgs.coreutils
+      pkgs.util-linux
+    ];
     text = ''
-      if [ "$(id -u)" -ne 0 ] && [ "$(id -un)" != ${user} ]; then
-        echo "workorder-manage: run it as root (sudo) or as ${user}" >&2
-        exit 1
-      fi
-      ${concatStringsSep "\n" (
-        lib.mapAttrsToList (name: value: "export ${name}=${lib.escapeShellArg value}") environment
-      )}
-      ${optionalString (cfg.environmentFile != null) ''
-        set -a
-        # shellcheck disable=SC1091
-        source ${cfg.environmentFile}
-        set +a
-      ''}
-      if [ "$(id -u)" -eq 0 ]; then
-        # The secret files are usually root-only: pass their contents to the service user.
-        ${optionalString (cfg.secretKeyFile != null) ''
-          DJANGO_SECRET_KEY="$(cat ${cfg.secretKeyFile})"
-          export DJANGO_SECRET_KEY
-        ''}
-        ${optionalString (cfg.database.passwordFile != null) ''
-          DATABASE_PASSWORD="$(cat ${cfg.database.passwordFile})"
-          export DATABASE_PASSWORD
-        ''}
-        true
-      fi
-      cd ${stateDir} || exit 1
-      if [ "$(id -u)" -eq 0 ]; then
-        exec runuser -u ${user} -- ${cfg.package}/bin/workorder-manage "$@"
-      fi
-      exec ${cfg.package}/bin/workorder-manage "$@"
+      export WORKORDER_MANAGE_BIN=${lib.escapeShellArg "${cfg.package}/bin/workorder-manage"}
+      export WORKORDER_MANAGE_USER=${lib.escapeShellArg cfg.user}
+      export WORKORDER_MANAGE_DIR=${lib.escapeShellArg stateDir}
+      export WORKORDER_MANAGE_ENV_FILES=${
+        lib.escapeShellArg (
+          concatStringsSep ":" ([ "${environmentFile}" ] ++ optional (cfg.environmentFile != null) cfg.environmentFile)
+        )
+      }
+      export WORKORDER_MANAGE_SECRETS=${
+        lib.escapeShellArg (concatStringsSep ":" (mapAttrsToList (name: file: "${name}=${file}") secrets))
+      }
+      exec ${pkgs.bash}/bin/bash ${./scripts/workorder-manage.sh} "$@"
     '';
   };
 
-  # nginx pieces shared by the locations (same layout as tests/harness/nginx.py).
-  limitReq = "limit_req zone=workorder burst=${toString cfg.nginx.rateLimit.burst} nodelay;";
-  securityHeaders = concatStringsSep "\n" (
-    lib.mapAttrsToList (name: value: ''add_header ${name} "${value}" always;'') cfg.nginx.securityHeaders
-  );
+  nginxLayout = deployment.nginx {
+    inherit gunicornSocket daphneSocket staticRoot;
+    mediaRoot = mediaDir;
+    rateLimit = cfg.nginx.rateLimit.rate;
+    rateBurst = cfg.nginx.rateLimit.burst;
+    inherit (cfg.nginx) webSocketTimeout securityHeaders;
+  };
 
-  ruleFiles = map (name: ./prometheus + "/${name}") (
-    builtins.filter (name: hasSuffix ".rules.yml" name) (
-      builtins.attrNames (
-        if builtins.pathExists ./prometheus then builtins.readDir ./prometheus else { }
-      )
-    )
+  # The settings every deployment has, typed; anything else is free-form (RFC 42).
+  settingOption =
+    type: description:
+    mkOption {
+      inherit type description;
+    };
+  envValue = types.nullOr (
+    types.oneOf [
+      types.bool
+      types.int
+      types.str
+    ]
   );
-
-  exporters = config.services.prometheus.exporters;
 in
 {
+  imports = [
+    ./monitoring.nix
+  ]
+  ++ map
+    (
+      name:
+      mkRemovedOptionModule [ "services" "workorder" "loadtest" name ] ''
+        Load-test accounts are no longer created by the production module. On staging, run
+        `workorder-manage seed_loadtest --operators N --supervisors N --makers N --work-orders N --password PW`
+        (see docs/loadtest.md); the VM test imports nix/tests/loadtest-seed.nix.
+      ''
+    )
+    [
+      "seed"
+      "operators"
+      "supervisors"
+      "makers"
+      "workOrders"
+      "password"
+      "passwordFile"
+    ];
+
   options.services.workorder = {
     enable = mkEnableOption "the workorder service (gunicorn, daphne, nginx, PostgreSQL, Redis, backups, monitoring)";
 
@@ -229,6 +195,18 @@ in
       default = pkgs.callPackage ./package.nix { };
       defaultText = literalExpression "workorder.packages.\${system}.workorder (this flake's package)";
       description = "The workorder package. Its `python` passthru provides gunicorn from the same package set.";
+    };
+
+    user = mkOption {
+      type = types.str;
+      default = "workorder";
+      description = "User account under which the workorder units run (created when it is the default).";
+    };
+
+    group = mkOption {
+      type = types.str;
+      default = "workorder";
+      description = "Group of the workorder units; nginx joins it to reach the sockets and media files.";
     };
 
     hostName = mkOption {
@@ -245,16 +223,42 @@ in
     };
 
     settings = mkOption {
-      type = types.attrsOf (
-        types.nullOr (
-          types.oneOf [
-            types.bool
-            types.int
-            types.str
-            types.path
-          ]
-        )
-      );
+      type = types.submodule {
+        freeformType = types.attrsOf envValue;
+        options = {
+          DATABASE_URL = settingOption types.str "PostgreSQL URL (set from `database.*`).";
+          REDIS_URL = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            description = "Redis URL for the cache and the Channels layer (set from `redis.*`; null: in-process backends).";
+          };
+          ALLOWED_HOSTS = settingOption types.str "Comma-separated host names Django answers (from `hostName`).";
+          CSRF_TRUSTED_ORIGINS = settingOption types.str "Comma-separated origins trusted for CSRF (from `hostName`).";
+          WORKORDER_BEHIND_TLS = settingOption envValue "Secure cookies and HSTS; on when the virtual host forces TLS.";
+          TIME_ZONE = mkOption {
+            type = types.nullOr types.str;
+            default = null;
+            example = "Europe/Berlin";
+            description = "Django's TIME_ZONE (null: UTC).";
+          };
+          LOG_LEVEL = mkOption {
+            type = types.nullOr (
+              types.enum [
+                "DEBUG"
+                "INFO"
+                "WARNING"
+                "ERROR"
+                "debug"
+                "info"
+                "warning"
+                "error"
+              ]
+            );
+            default = null;
+            description = "Log level of the workorder processes (null: INFO).";
+          };
+        };
+      };
       default = { };
       example = {
         TIME_ZONE = "Europe/Berlin";
@@ -262,32 +266,43 @@ in
         WORKORDER_STATISTICS_CACHE_SECONDS = 10;
       };
       description = ''
-        Environment of every workorder process (see the environment variables in the README),
-        merged over what the module sets (`DATABASE_URL`, `REDIS_URL`, `ALLOWED_HOSTS`, ...; those
-        are set with `mkDefault`, so a value here wins). Booleans become `true`/`false`; `null`
-        removes a variable. Put secrets in {option}`environmentFile` or the `*File` options, never here:
-        this ends up in the world-readable Nix store.
+        Environment of every workorder process (every variable is described in docs/runtime.md),
+        merged over what the module derives from its other options (`DATABASE_URL`, `REDIS_URL`,
+        `ALLOWED_HOSTS`, ...; set with `mkDefault`, so a value here wins). Booleans become
+        `true`/`false`; `null` removes a variable. Put secrets in {option}`environmentFile` or the
+        `*File` options, never here: this ends up in the world-readable Nix store.
       '';
     };
 
     secretKeyFile = mkOption {
-      type = types.nullOr (types.pathWith { inStore = false; absolute = true; });
+      type = types.nullOr (
+        types.pathWith {
+          inStore = false;
+          absolute = true;
+        }
+      );
       default = null;
       example = "/run/secrets/workorder-secret-key";
       description = ''
-        File holding Django's SECRET_KEY, read at runtime through systemd's `LoadCredential`
+        File holding Django's SECRET_KEY, passed as the systemd credential `django_secret_key`
         (so it may be owned by root, mode 0400). When null, a key is generated once into
-        `${stateDir}/secret_key`.
+        `${generatedSecretKey}`.
       '';
     };
 
     environmentFile = mkOption {
-      type = types.nullOr (types.pathWith { inStore = false; absolute = true; });
+      type = types.nullOr (
+        types.pathWith {
+          inStore = false;
+          absolute = true;
+        }
+      );
       default = null;
       example = "/run/secrets/workorder.env";
       description = ''
-        systemd `EnvironmentFile` for every workorder unit, for secrets in variables, e.g.
-        `WORKORDER_METRICS_TOKEN=...` or `REDIS_URL=redis://:password@redis.internal:6379/0`.
+        systemd `EnvironmentFile` for every workorder unit (and `workorder-manage`, which reads it
+        as data, without a shell), for secrets in variables, e.g. `WORKORDER_METRICS_TOKEN=...` or
+        `REDIS_URL=redis://:password@redis.internal:6379/0`.
       '';
     };
 
@@ -303,7 +318,7 @@ in
         default = 9808;
         description = ''
           Loopback TCP port on which gunicorn also listens, for Prometheus to scrape `/metrics/`.
-          nginx never proxies `/metrics/`, and the application only answers it from loopback.
+          nginx never proxies `/metrics`, and the application only answers it from loopback.
         '';
       };
       extraArgs = mkOption {
@@ -352,10 +367,15 @@ in
         description = "Database role.";
       };
       passwordFile = mkOption {
-        type = types.nullOr (types.pathWith { inStore = false; absolute = true; });
+        type = types.nullOr (
+          types.pathWith {
+            inStore = false;
+            absolute = true;
+          }
+        );
         default = null;
         example = "/run/secrets/workorder-db-password";
-        description = "External PostgreSQL: file with the role's password (read through `LoadCredential`).";
+        description = "External PostgreSQL: file with the role's password (the systemd credential `database_password`).";
       };
     };
 
@@ -394,29 +414,23 @@ in
       rateLimit = {
         rate = mkOption {
           type = types.strMatching "[0-9]+r/[sm]";
-          default = "10r/s";
+          default = deployment.defaults.nginx.rateLimit;
           description = "Requests per client address (`limit_req_zone ... rate=`) for /api/, /admin/ and /ws/.";
         };
         burst = mkOption {
           type = types.ints.unsigned;
-          default = 20;
+          default = deployment.defaults.nginx.rateBurst;
           description = "Burst allowed above the rate (`limit_req ... burst= nodelay`); beyond it: 429.";
         };
       };
       webSocketTimeout = mkOption {
         type = types.str;
-        default = "3600s";
+        default = deployment.defaults.nginx.webSocketTimeout;
         description = "`proxy_read_timeout`/`proxy_send_timeout` of /ws/ (long-lived connections).";
       };
       securityHeaders = mkOption {
         type = types.attrsOf types.str;
-        default = {
-          "X-Content-Type-Options" = "nosniff";
-          "X-Frame-Options" = "DENY";
-          "Referrer-Policy" = "same-origin";
-          "Permissions-Policy" = "camera=(), microphone=(), geolocation=()";
-          "Cross-Origin-Opener-Policy" = "same-origin";
-        };
+        default = deployment.defaults.nginx.securityHeaders;
         description = "Headers added to every response of the virtual host (`add_header ... always`).";
       };
     };
@@ -429,7 +443,7 @@ in
       };
       startAt = mkOption {
         type = types.str;
-        default = "*-*-* 02:00:00";
+        default = deployment.defaults.backup.startAt;
         description = "systemd calendar expression for the backup timer (`Persistent = true`: a missed run happens at boot).";
       };
       directory = mkOption {
@@ -439,82 +453,21 @@ in
       };
       retentionDays = mkOption {
         type = types.ints.positive;
-        default = 30;
+        default = deployment.defaults.backup.retentionDays;
         description = "Delete backups older than this many days ...";
       };
       keepAtLeast = mkOption {
         type = types.ints.positive;
-        default = 7;
+        default = deployment.defaults.backup.keepAtLeast;
         description = "... but always keep this many newest verified backups, whatever their age.";
       };
       verifyRestore = mkOption {
         type = types.bool;
-        default = true;
+        default = deployment.defaults.backup.verifyRestore;
         description = ''
           Restore each new dump into a scratch database and compare row counts (`--verify-restore`).
           The database role needs CREATEDB (granted automatically with database.createLocally).
         '';
-      };
-    };
-
-    monitoring = {
-      enable = mkOption {
-        type = types.bool;
-        default = true;
-        description = ''
-          Prometheus scraping django (gunicorn's loopback listener), node (textfile and systemd
-          collectors), postgres, redis and nginx exporters, with the project's rules from
-          nix/prometheus/*.rules.yml. Everything listens on loopback only.
-        '';
-      };
-      textfileDirectory = mkOption {
-        type = types.str;
-        default = "/var/lib/prometheus-node-exporter-text-files";
-        description = "Directory of node exporter's textfile collector; the backup writes workorder_backup.prom there.";
-      };
-    };
-
-    loadtest = {
-      seed = mkOption {
-        type = types.bool;
-        default = false;
-        description = ''
-          Create the load-test accounts and realistic data (`workorder-manage seed_loadtest --force`).
-          For staging and the VM test only, never on production.
-        '';
-      };
-      operators = mkOption {
-        type = types.ints.unsigned;
-        default = 200;
-        description = "Number of loadtest-operator-NNNN accounts.";
-      };
-      supervisors = mkOption {
-        type = types.ints.unsigned;
-        default = 50;
-        description = "Number of loadtest-supervisor-NNNN accounts.";
-      };
-      makers = mkOption {
-        type = types.ints.unsigned;
-        default = 50;
-        description = "Number of loadtest-maker-NNNN accounts.";
-      };
-      workOrders = mkOption {
-        type = types.ints.unsigned;
-        default = 20000;
-        description = "Work orders (with their tasks) to seed.";
-      };
-      password = mkOption {
-        type = types.str;
-        default = "loadtest-not-a-secret";
-        description = ''
-          Password of every load-test account. It ends up in the Nix store, which is fine for
-          throw-away staging/VM accounts; use {option}`loadtest.passwordFile` otherwise.
-        '';
-      };
-      passwordFile = mkOption {
-        type = types.nullOr (types.pathWith { inStore = false; absolute = true; });
-        default = null;
-        description = "File with the load-test accounts' password (wins over loadtest.password).";
       };
     };
   };
@@ -524,8 +477,8 @@ in
       assertions = [
         {
           assertion =
-            cfg.database.createLocally -> (cfg.database.name == user && cfg.database.user == user);
-          message = "services.workorder.database.createLocally uses peer authentication: database.name and database.user must both be \"${user}\".";
+            cfg.database.createLocally -> (cfg.database.name == cfg.user && cfg.database.user == cfg.user);
+          message = "services.workorder.database.createLocally uses peer authentication: database.name and database.user must both equal services.workorder.user (\"${cfg.user}\").";
         }
         {
           assertion = cfg.database.createLocally -> cfg.database.passwordFile == null;
@@ -542,93 +495,72 @@ in
         in-process backends, so WebSocket notifications from gunicorn never reach daphne.
       '';
 
-      # The contract's environment; everything mkDefault so `settings` can override it.
+      # The deployment's environment (nix/deployment.nix); mkDefault so `settings` can override it.
       services.workorder.settings = mapAttrs (_: mkDefault) (
-        {
-          DJANGO_SETTINGS_MODULE = "workorder.settings";
-          DJANGO_DEBUG = false;
-          WORKORDER_STATE_DIR = stateDir;
-          STATIC_ROOT = staticRoot;
-          MEDIA_ROOT = "${stateDir}/media";
-          ALLOWED_HOSTS = concatStringsSep "," [
-            cfg.hostName
-            "localhost"
-            "127.0.0.1"
-            "[::1]"
-          ];
-          CSRF_TRUSTED_ORIGINS =
-            if behindTls then "https://${cfg.hostName}" else "http://${cfg.hostName},https://${cfg.hostName}";
-          WORKORDER_BEHIND_TLS = behindTls;
-          DATABASE_URL = databaseUrl;
-          REDIS_URL =
+        deployment.environment {
+          inherit stateDir staticRoot behindTls databaseUrl;
+          inherit (cfg) hostName;
+          mediaRoot = mediaDir;
+          redisUrl =
             if cfg.redis.createLocally then "unix://${redisServer.unixSocket}?db=0" else cfg.redis.url;
-          WORKORDER_METRICS_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128";
-          GUNICORN_BIND = "unix:${gunicornSocket},127.0.0.1:${toString cfg.gunicorn.metricsPort}";
-          GUNICORN_WORKERS = cfg.gunicorn.workers;
-          # nginx is the only client of the sockets: trust its X-Forwarded-* (gunicorn_conf's default).
-          GUNICORN_FORWARDED_ALLOW_IPS = "127.0.0.1,::1";
-          DAPHNE_BIND = "unix:${daphneSocket}";
+          gunicornBind = "unix:${gunicornSocket},127.0.0.1:${toString cfg.gunicorn.metricsPort}";
+          daphneBind = "unix:${daphneSocket}";
+          # With secretKeyFile the key arrives as a credential instead.
+          secretKeyFile = if cfg.secretKeyFile == null then generatedSecretKey else null;
         }
-        // optionalAttrs (cfg.secretKeyFile == null) {
-          # Generated once by workorder-migrate (below); readable only by the service user.
-          DJANGO_SECRET_KEY_FILE = "${stateDir}/secret_key";
-        }
+        // optionalAttrs (cfg.gunicorn.workers != null) { GUNICORN_WORKERS = cfg.gunicorn.workers; }
       );
 
-      users.users.${user} = {
-        isSystemUser = true;
-        inherit group;
-        home = stateDir;
-        description = "workorder service";
-        extraGroups = optional cfg.redis.createLocally redisServer.group;
+      users.users = mkIf (cfg.user == "workorder") {
+        workorder = {
+          isSystemUser = true;
+          inherit (cfg) group;
+          home = stateDir;
+          description = "workorder service";
+          extraGroups = optional cfg.redis.createLocally redisServer.group;
+        };
       };
-      users.groups.${group} = { };
+      users.groups = mkIf (cfg.group == "workorder") { workorder = { }; };
 
-      systemd.tmpfiles.rules = [
-        "d ${stateDir}/media 0750 ${user} ${group} - -"
-      ]
-      # The backup writes workorder_backup.prom here; node exporter (group workorder) reads it.
-      ++ optional (cfg.backup.enable || cfg.monitoring.enable)
-        "d ${cfg.monitoring.textfileDirectory} 0750 ${user} ${group} - -";
+      systemd.tmpfiles.rules = [ "d ${mediaDir} 0750 ${cfg.user} ${cfg.group} - -" ];
 
       environment.systemPackages = [ manageWrapper ];
 
       systemd.targets.workorder = {
-        description = "workorder: migrations, gunicorn, daphne (and the load-test seed)";
+        description = "workorder: migrations, gunicorn, daphne";
         wantedBy = [ "multi-user.target" ];
         wants = [
           "workorder-migrate.service"
           "workorder-gunicorn.service"
           "workorder-daphne.service"
-        ]
-        ++ optional cfg.loadtest.seed "workorder-seed-loadtest.service";
+        ];
         after = [
           "workorder-migrate.service"
           "workorder-gunicorn.service"
           "workorder-daphne.service"
-        ]
-        ++ optional cfg.loadtest.seed "workorder-seed-loadtest.service";
+        ];
       };
 
       systemd.services.workorder-migrate = serviceOrdering // {
         description = "workorder: database migrations";
         partOf = [ "workorder.target" ];
         inherit environment;
-        preStart = optionalString (cfg.secretKeyFile == null) ''
-          if [ ! -s ${stateDir}/secret_key ]; then
-            (umask 0077; tr -dc 'A-Za-z0-9' < /dev/urandom | head -c 64 > ${stateDir}/secret_key.tmp)
-            mv ${stateDir}/secret_key.tmp ${stateDir}/secret_key
-          fi
-        '';
-        script = ''
-          ${exportCredentials}
-          exec ${cfg.package}/bin/workorder-manage migrate --no-input
-        '';
-        path = [ pkgs.coreutils ];
         serviceConfig = hardening // {
           Type = "oneshot";
           RemainAfterExit = true;
           TimeoutStartSec = "15min";
+          ExecStartPre = mkIf (cfg.secretKeyFile == null) (
+            utils.escapeSystemdExecArgs [
+              "${pkgs.bash}/bin/bash"
+              ./scripts/generate-secret-key.sh
+              generatedSecretKey
+            ]
+          );
+          ExecStart = utils.escapeSystemdExecArgs [
+            "${cfg.package}/bin/workorder-manage"
+            "migrate"
+            "--no-input"
+          ];
         };
       };
 
@@ -638,15 +570,19 @@ in
         requires = serviceOrdering.requires ++ [ "workorder-migrate.service" ];
         partOf = [ "workorder.target" ];
         environment = serverEnvironment;
-        script = ''
-          ${exportCredentials}
-          exec ${lib.getExe' pythonEnv "gunicorn"} -c python:workorder.gunicorn_conf \
-            ${escapeShellArgs cfg.gunicorn.extraArgs} workorder.wsgi:application
-        '';
         serviceConfig = hardening // {
           # gunicorn's arbiter sends READY=1 once it listens (gunicorn/systemd.py).
           Type = "notify";
           NotifyAccess = "main";
+          ExecStart = utils.escapeSystemdExecArgs (
+            [
+              "${pythonEnv}/bin/gunicorn"
+              "-c"
+              "python:workorder.gunicorn_conf"
+            ]
+            ++ cfg.gunicorn.extraArgs
+            ++ [ "workorder.wsgi:application" ]
+          );
           ExecReload = "${pkgs.coreutils}/bin/kill -s HUP $MAINPID";
           KillMode = "mixed";
           TimeoutStopSec = "70s";
@@ -663,22 +599,25 @@ in
 
       systemd.services.workorder-daphne = {
         description = "workorder: daphne (ASGI, WebSockets)";
-        after = serviceOrdering.after ++ [ "workorder-migrate.service" ];
+        # gunicorn empties the shared prometheus multiprocess directory when it starts
+        # (gunicorn_conf.on_starting): daphne starts after it, and restarts with it (partOf), so
+        # its metric files are always written after the wipe.
+        after = serviceOrdering.after ++ [
+          "workorder-migrate.service"
+          "workorder-gunicorn.service"
+        ];
         requires = serviceOrdering.requires ++ [ "workorder-migrate.service" ];
-        # gunicorn wipes the shared prometheus multiprocess directory when it starts
-        # (gunicorn_conf.on_starting); restarting daphne with it re-creates daphne's metric files.
         partOf = [
           "workorder.target"
           "workorder-gunicorn.service"
         ];
         environment = serverEnvironment;
-        script = ''
-          ${exportCredentials}
-          exec ${cfg.package}/bin/workorder-daphne ${escapeShellArgs cfg.daphne.extraArgs}
-        '';
         serviceConfig = hardening // {
           # daphne does not implement sd_notify; "exec" still reports a failed exec.
           Type = "exec";
+          ExecStart = utils.escapeSystemdExecArgs (
+            [ "${cfg.package}/bin/workorder-daphne" ] ++ cfg.daphne.extraArgs
+          );
           KillMode = "mixed";
           TimeoutStopSec = "30s";
           Restart = "on-failure";
@@ -699,39 +638,6 @@ in
         // optionalAttrs localServicesOnly { RestrictAddressFamilies = [ "AF_UNIX" ]; };
       };
     }
-
-    (mkIf cfg.loadtest.seed {
-      systemd.services.workorder-seed-loadtest = {
-        description = "workorder: seed load-test accounts and data (staging/VM test only)";
-        after = [ "workorder-migrate.service" ];
-        requires = [ "workorder-migrate.service" ];
-        partOf = [ "workorder.target" ];
-        inherit environment;
-        script = ''
-          ${exportCredentials}
-          ${
-            if cfg.loadtest.passwordFile != null then
-              ''password="$(cat "$CREDENTIALS_DIRECTORY/loadtest_password")"''
-            else
-              "password=${lib.escapeShellArg cfg.loadtest.password}"
-          }
-          exec ${cfg.package}/bin/workorder-manage seed_loadtest \
-            --operators ${toString cfg.loadtest.operators} \
-            --supervisors ${toString cfg.loadtest.supervisors} \
-            --makers ${toString cfg.loadtest.makers} \
-            --work-orders ${toString cfg.loadtest.workOrders} \
-            --password "$password" --force
-        '';
-        serviceConfig = hardening // {
-          Type = "oneshot";
-          RemainAfterExit = true;
-          TimeoutStartSec = "60min";
-          LoadCredential =
-            credentials
-            ++ optional (cfg.loadtest.passwordFile != null) "loadtest_password:${cfg.loadtest.passwordFile}";
-        };
-      };
-    })
 
     (mkIf cfg.database.createLocally {
       services.postgresql = {
@@ -769,68 +675,22 @@ in
         recommendedGzipSettings = mkDefault true;
         recommendedOptimisation = mkDefault true;
         recommendedTlsSettings = mkDefault true;
-        commonHttpConfig = ''
-          # services.workorder: one rate-limit zone keyed by client address.
-          limit_req_zone $binary_remote_addr zone=workorder:10m rate=${cfg.nginx.rateLimit.rate};
-        '';
-        upstreams = {
-          workorder-gunicorn = {
-            servers."unix:${gunicornSocket}" = { };
-            # nginx closes idle pooled connections before gunicorn's keep-alive would.
-            extraConfig = ''
-              keepalive 32;
-              keepalive_timeout 60s;
-            '';
-          };
-          workorder-daphne.servers."unix:${daphneSocket}" = { };
-        };
+        inherit (nginxLayout) commonHttpConfig upstreams;
         virtualHosts.${cfg.hostName} = {
-          extraConfig = ''
-            limit_req_status 429;
-            ${securityHeaders}
-          '';
-          locations = {
-            "/api/" = {
-              proxyPass = "http://workorder-gunicorn";
-              extraConfig = limitReq;
-            };
-            "/admin/" = {
-              proxyPass = "http://workorder-gunicorn";
-              extraConfig = limitReq;
-            };
-            "= /health/".proxyPass = "http://workorder-gunicorn";
-            "= /ready/".proxyPass = "http://workorder-gunicorn";
-            "/ws/" = {
-              proxyPass = "http://workorder-daphne";
-              proxyWebsockets = true;
-              extraConfig = ''
-                # daphne logs every connection without the query string; nginx's $request would keep a ?token=.
-                access_log off;
-                proxy_read_timeout ${cfg.nginx.webSocketTimeout};
-                proxy_send_timeout ${cfg.nginx.webSocketTimeout};
-                proxy_buffering off;
-                ${limitReq}
-              '';
-            };
-            "/static/" = {
-              alias = "${staticRoot}/";
-              extraConfig = ''
-                expires 30d;
-                access_log off;
-              '';
-            };
-            "/media/".alias = "${stateDir}/media/";
-            # Prometheus scrapes gunicorn's loopback listener; never through nginx.
-            "/metrics".extraConfig = "deny all;";
-          };
+          extraConfig = nginxLayout.virtualHostExtraConfig;
+          inherit (nginxLayout) locations;
         };
       };
       # nginx reaches the sockets in /run/workorder and the media files through the group.
-      systemd.services.nginx.serviceConfig.SupplementaryGroups = [ group ];
+      systemd.services.nginx.serviceConfig.SupplementaryGroups = [ cfg.group ];
     })
 
     (mkIf cfg.backup.enable {
-      systemd.tmpfiles.rules = [ "d ${cfg.backup.directory} 0700 ${user} ${group} - -" ];
+      systemd.tmpfiles.rules = [
+        "d ${cfg.backup.directory} 0700 ${cfg.user} ${cfg.group} - -"
+        # The backup writes workorder_backup.prom here; node exporter (group workorder) reads it.
+        "d ${cfg.monitoring.textfileDirectory} 0750 ${cfg.user} ${cfg.group} - -"
+      ];
 
       systemd.services.workorder-backup = {
         description = "workorder: verified backup of PostgreSQL and media, with retention";
@@ -839,18 +699,21 @@ in
         inherit environment;
         # pg_dump/pg_restore of the server's own major version come first.
         path = [ config.services.postgresql.package ];
-        script = ''
-          ${exportCredentials}
-          exec ${cfg.package}/bin/workorder-backup backup \
-            --directory ${lib.escapeShellArg cfg.backup.directory} \
-            --media-dir ${lib.escapeShellArg "${stateDir}/media"} \
-            --retention-days ${toString cfg.backup.retentionDays} \
-            --keep-at-least ${toString cfg.backup.keepAtLeast} \
-            ${optionalString cfg.backup.verifyRestore "--verify-restore"} \
-            --metrics-file ${lib.escapeShellArg backupMetricsFile}
-        '';
         serviceConfig = hardening // {
           Type = "oneshot";
+          ExecStart = utils.escapeSystemdExecArgs (
+            [ "${cfg.package}/bin/workorder-backup" ]
+            ++ deployment.backupArgs {
+              inherit (cfg.backup)
+                directory
+                retentionDays
+                keepAtLeast
+                verifyRestore
+                ;
+              inherit mediaDir;
+              metricsFile = "${cfg.monitoring.textfileDirectory}/workorder_backup.prom";
+            }
+          );
           ReadWritePaths = [
             cfg.backup.directory
             cfg.monitoring.textfileDirectory
@@ -870,75 +733,6 @@ in
           RandomizedDelaySec = "5min";
         };
       };
-    })
-
-    (mkIf cfg.monitoring.enable {
-      services.nginx.statusPage = mkIf cfg.nginx.enable true;
-
-      services.prometheus = {
-        enable = true;
-        listenAddress = mkDefault "127.0.0.1";
-        globalConfig = {
-          scrape_interval = mkDefault "15s";
-          evaluation_interval = mkDefault "15s";
-        };
-        inherit ruleFiles;
-        scrapeConfigs = [
-          {
-            job_name = "django";
-            metrics_path = "/metrics/";
-            static_configs = [ { targets = [ "127.0.0.1:${toString cfg.gunicorn.metricsPort}" ]; } ];
-          }
-          {
-            job_name = "node";
-            static_configs = [ { targets = [ "127.0.0.1:${toString exporters.node.port}" ]; } ];
-          }
-        ]
-        ++ optional cfg.database.createLocally {
-          job_name = "postgres";
-          static_configs = [ { targets = [ "127.0.0.1:${toString exporters.postgres.port}" ]; } ];
-        }
-        ++ optional cfg.redis.createLocally {
-          job_name = "redis";
-          static_configs = [ { targets = [ "127.0.0.1:${toString exporters.redis.port}" ]; } ];
-        }
-        ++ optional cfg.nginx.enable {
-          job_name = "nginx";
-          static_configs = [ { targets = [ "127.0.0.1:${toString exporters.nginx.port}" ]; } ];
-        };
-
-        exporters = {
-          node = {
-            enable = true;
-            listenAddress = "127.0.0.1";
-            enabledCollectors = [ "systemd" ];
-            extraFlags = [
-              "--collector.textfile.directory=${cfg.monitoring.textfileDirectory}"
-              "--collector.systemd.enable-restarts-metrics"
-            ];
-          };
-          postgres = mkIf cfg.database.createLocally {
-            enable = true;
-            listenAddress = "127.0.0.1";
-            runAsLocalSuperUser = true;
-          };
-          redis = mkIf cfg.redis.createLocally {
-            enable = true;
-            listenAddress = "127.0.0.1";
-            extraFlags = [ "-redis.addr=unix://${redisServer.unixSocket}" ];
-          };
-          nginx = mkIf cfg.nginx.enable {
-            enable = true;
-            listenAddress = "127.0.0.1";
-          };
-        };
-      };
-
-      # node exporter reads workorder_backup.prom (mode 0640, group workorder).
-      systemd.services.prometheus-node-exporter.serviceConfig.SupplementaryGroups = [ group ];
-      systemd.services.prometheus-redis-exporter.serviceConfig.SupplementaryGroups = mkIf cfg.redis.createLocally [
-        redisServer.group
-      ];
     })
   ]);
 }

@@ -2,6 +2,12 @@
 
     DAPHNE_BIND=unix:/run/workorder/daphne.sock workorder-daphne
     DAPHNE_BIND=127.0.0.1:8002 workorder-daphne [extra daphne arguments, which win over the defaults]
+    workorder-daphne --check [extra daphne arguments]
+
+`--check` does everything but serve: it loads the settings and the ASGI application and parses the
+full command line with the installed daphne's own parser, so a daphne too old for an option (the
+WebSocket size limits need daphne >= 4.2.2) fails here, naming the version, instead of in a
+crash-looping unit. Serving runs the same check first.
 
 daphne runs in this process (daphne.cli.CommandLineInterface, no wrapper shell), so SIGTERM reaches
 Twisted's reactor directly and shuts it down cleanly. daphne has no trusted-proxy list, so it may only
@@ -15,6 +21,7 @@ import os
 import socket
 import stat
 import sys
+from importlib import import_module
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_BIND = "127.0.0.1:8002"
@@ -103,6 +110,27 @@ def build_argv(extra: list[str], environ=os.environ) -> list[str]:
     return [*args, *DEFAULT_ARGS, *extra, APPLICATION]
 
 
+def daphne_version() -> str:
+    import daphne
+
+    return getattr(daphne, "__version__", "unknown")
+
+
+def check_daphne_argv(daphne_argv: list[str]) -> None:
+    """Parse the command line with daphne's own parser; anything it rejects is a ConfigurationError."""
+    from daphne.cli import CommandLineInterface
+
+    parser = CommandLineInterface().parser
+
+    def refuse(message: str):
+        raise ConfigurationError(f"daphne {daphne_version()} rejects the command line: {message}")
+
+    parser.error = refuse
+    _, unknown = parser.parse_known_args(daphne_argv)
+    if unknown:
+        refuse(f"unrecognized arguments: {' '.join(unknown)} (the WebSocket size limits need daphne >= 4.2.2)")
+
+
 def strip_query(path):
     """The path without its query string: ?token=... must never reach a log line."""
     if isinstance(path, bytes):
@@ -147,9 +175,17 @@ def check_settings() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     extra = list(sys.argv[1:] if argv is None else argv)
+    check_only = extra[:1] == ["--check"]
+    if check_only:
+        extra = extra[1:]
     try:
         check_settings()
         daphne_argv = build_argv(extra)
+        check_daphne_argv(daphne_argv)
+        if check_only:
+            import_module(APPLICATION.partition(":")[0])
+            print(f"workorder-daphne: daphne {daphne_version()} accepts: {' '.join(daphne_argv)}")
+            return
         socket_path = unix_socket_path(os.environ.get("DAPHNE_BIND") or DEFAULT_BIND)
         if socket_path:
             remove_stale_socket(socket_path)

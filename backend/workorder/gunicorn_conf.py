@@ -4,6 +4,10 @@ Run:  gunicorn -c python:workorder.gunicorn_conf workorder.wsgi:application
 
 Every setting comes from a GUNICORN_* variable (documented in docs/runtime.md). There is no
 user/group and no log file here on purpose: systemd sets the user, journald collects stderr.
+
+Every public name in this module is a gunicorn setting (helpers start with an underscore). gunicorn
+silently ignores names it does not know, so an older gunicorn would drop a setting without a word:
+loading this file checks each name against the running gunicorn and exits 2 naming what is missing.
 """
 
 from __future__ import annotations
@@ -45,11 +49,11 @@ umask = 0o007  # the unix socket is rw for the service group (nginx joins it), n
 # gthread with 2 threads beat sync (and gthread with 4) on /api/tasks/ in throughput and median latency
 # in the measurement recorded in docs/runtime.md (tests/bench/worker_class.py), and only gthread
 # honours keep-alive from nginx's upstream pool.
-DEFAULT_WORKER_CLASS = "gthread"
-DEFAULT_THREADS = 2
-worker_class = _env("GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS)
+_DEFAULT_WORKER_CLASS = "gthread"
+_DEFAULT_THREADS = 2
+worker_class = _env("GUNICORN_WORKER_CLASS", _DEFAULT_WORKER_CLASS)
 workers = _env_int("GUNICORN_WORKERS", 2 * _cpu_count() + 1)
-threads = _env_int("GUNICORN_THREADS", DEFAULT_THREADS if worker_class == "gthread" else 1)
+threads = _env_int("GUNICORN_THREADS", _DEFAULT_THREADS if worker_class == "gthread" else 1)
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # Must be LONGER than the proxy's idle timeout for upstream connections (nginx: `keepalive_timeout`
@@ -133,3 +137,29 @@ def child_exit(server, worker) -> None:
 def on_exit(server) -> None:
     if _private_multiproc_dir:
         shutil.rmtree(_private_multiproc_dir, ignore_errors=True)
+
+
+def _setting_names() -> set[str]:
+    """The names gunicorn reads from this module: everything public that is not a module or a
+    `from __future__` feature."""
+    return {
+        name
+        for name, value in globals().items()
+        if not name.startswith("_") and not isinstance(value, (type(os), type(annotations)))
+    }
+
+
+def _check_gunicorn_knows_every_setting() -> None:
+    try:
+        import gunicorn
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:  # imported outside gunicorn without it installed: nothing to check
+        return
+    unknown = sorted(_setting_names() - {setting.name for setting in KNOWN_SETTINGS})
+    if unknown:
+        print(f"workorder: configuration error: gunicorn {gunicorn.__version__} does not know the "
+              f"setting(s) {', '.join(unknown)} of workorder.gunicorn_conf", file=sys.stderr)
+        raise SystemExit(2)
+
+
+_check_gunicorn_knows_every_setting()

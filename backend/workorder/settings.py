@@ -42,14 +42,25 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 
 def env_secret(name: str) -> str | None:
-    """NAME, or the contents of the file named by NAME_FILE (systemd credentials, NixOS *File options)."""
+    """A secret, from the first of: the file named by NAME_FILE; NAME itself; the systemd credential
+    named like the variable in lower case ($CREDENTIALS_DIRECTORY/name, e.g. `LoadCredential=
+    django_secret_key:/run/secrets/key`), which the NixOS module's *File options use."""
     path = env(f"{name}_FILE")
     if path:
         try:
             return Path(path).read_text().strip()
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE={path} cannot be read: {exc.strerror}") from None
-    return env(name)
+    value = env(name)
+    credentials = env("CREDENTIALS_DIRECTORY")
+    if value is None and credentials:
+        credential = Path(credentials) / name.lower()
+        if credential.is_file():
+            try:
+                return credential.read_text().strip()
+            except OSError as exc:
+                raise ImproperlyConfigured(f"systemd credential {credential} cannot be read: {exc.strerror}") from None
+    return value
 
 
 BASE_DIR = Path(__file__).resolve().parent

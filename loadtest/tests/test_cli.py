@@ -203,7 +203,7 @@ def test_locust_command_line(tmp_path):
         ["--host", "http://127.0.0.1:8000", "--password", "pw", "--sla", "ws: p95<500", "--processes", "2",
          "--reset-stats", "--loglevel", "WARNING"])
     argv = cli.locust_command(args, rest, tmp_path)
-    assert argv[1:3] == ["-m", "locust"]
+    assert argv[1:3] == ["-c", cli.LOCUST_BOOTSTRAP] and "run_module('locust'" in cli.LOCUST_BOOTSTRAP
     assert "--headless" in argv and argv[argv.index("--run-time") + 1] == "5m"
     assert argv[argv.index("--users") + 1] == "100" and argv[argv.index("--spawn-rate") + 1] == "10"
     assert argv[argv.index("--sla") + 1] == "ws: p95<500"

@@ -110,11 +110,23 @@ def preflight(host: str, password: str, prefix: str, pools: dict[str, int], time
             raise SetupError(f"login for {name} answered HTTP {status} {str(data)[:200]}: the service is not healthy")
 
 
+# Locust runs in a child of this interpreter that starts with this process's sys.path. Nix's
+# wrappers (wrapPythonPrograms) add the dependencies to sys.path inside the wrapped script only, so
+# `sys.executable -m locust` there imports neither locust nor this package; the path travels in the
+# environment instead and the child runs `python -m locust` with it.
+SYS_PATH_VARIABLE = "WORKORDER_LOADTEST_SYS_PATH"
+LOCUST_BOOTSTRAP = (
+    "import json, os, runpy, sys; "
+    f"sys.path[:] = json.loads(os.environ.pop({SYS_PATH_VARIABLE!r})); "
+    "runpy.run_module('locust', run_name='__main__', alter_sys=True)"
+)
+
+
 def locust_command(args: argparse.Namespace, passthrough: list[str], report_dir: Path) -> list[str]:
     locustfile = Path(__file__).with_name("locustfile.py")
     values = {k: v for k, v in vars(args).items() if k != "password"}
     values["summary_file"] = str(report_dir / "summary.json")
-    argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "--host", args.host,
+    argv = [sys.executable, "-c", LOCUST_BOOTSTRAP, "-f", str(locustfile), "--host", args.host,
             "--users", str(args.users), "--spawn-rate", f"{args.spawn_rate:g}",
             "--html", str(report_dir / "report.html"), "--csv", str(report_dir / "locust")]
     argv += opt_mod.to_locust_argv(values)
@@ -183,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     summary_path.unlink(missing_ok=True)
     run_id = uuid.uuid4().hex
     env = dict(os.environ, WORKORDER_LOADTEST_PASSWORD=args.password, WORKORDER_LOADTEST_RUN_ID=run_id)
+    env[SYS_PATH_VARIABLE] = json.dumps(sys.path)
     command = locust_command(args, passthrough, report_dir)
-    sys.stderr.write(f"workorder-loadtest: {' '.join(command[1:])}\n")
+    sys.stderr.write(f"workorder-loadtest: locust {' '.join(command[3:])}\n")
     sys.stderr.flush()
     returncode = run_locust(command, env)
 

@@ -13,6 +13,9 @@ in
 {
   name = "workorder-vm-backup";
 
+  # Every shell snippet NixOS generates for this machine passes shellcheck.
+  defaults.systemd.enableStrictShellChecks = true;
+
   nodes.machine =
     { pkgs, ... }:
     {

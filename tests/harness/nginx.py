@@ -1,16 +1,12 @@
-"""nginx in front of gunicorn and daphne, with the layout of the NixOS module (nix/module.nix).
+"""nginx in front of gunicorn and daphne, rendered from nix/deployment.nix like the NixOS module.
 
-The rendered file is the Debian-side twin of what `services.workorder.nginx.enable` produces:
-- http level (NixOS `recommendedOptimisation`, `recommendedGzipSettings`, `recommendedProxySettings`,
-  `commonHttpConfig`): sendfile/tcp_nopush/tcp_nodelay, gzip, proxy timeouts, HTTP/1.1 upstreams
-  with `Connection ""`, the `$connection_upgrade` map, `limit_req_zone` + `limit_req_status 429`;
-- `upstream workorder-gunicorn` (gunicorn's unix socket, `keepalive` pool whose
-  `keepalive_timeout` is shorter than gunicorn's keep-alive, so gunicorn never closes an idle
-  upstream connection first) and `upstream workorder-daphne` (daphne's unix socket);
-- the virtual host: `/api/` and `/admin/` to gunicorn with `limit_req`, `/ws/` to daphne with
-  Upgrade and long read/send timeouts, `/static/` from STATIC_ROOT, `/media/` from MEDIA_ROOT,
-  `/health/` and `/ready/` to gunicorn, `/metrics` closed (403), security headers;
-- a loopback-only `stub_status` server for the nginx exporter (NixOS `services.nginx.statusPage`).
+The layout (rate-limit zone, upstreams with their keep-alive pool, the virtual host's headers and
+every location) comes from evaluating nix/deployment.nix (tests/harness/deployment.py), the file
+the module hands to `services.nginx`. This file only renders those values the way NixOS's nginx
+module does: its `recommendedOptimisation`, `recommendedGzipSettings` and `recommendedProxySettings`
+http-level lines, and per location `proxy_pass`, the `proxyWebsockets` lines, `alias`, `return`,
+`extraConfig`, then the recommended proxy headers; plus `services.nginx.statusPage` (stub_status on
+loopback for the nginx exporter).
 
 Differences from NixOS that come from running unprivileged-in-a-temp-dir, not from the layout:
 listen ports are free loopback ports, paths live in the temp dir, and as root the workers run as
@@ -22,28 +18,29 @@ from __future__ import annotations
 import os
 import subprocess
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from . import deployment
 from .process import ManagedProcess
 from .services import find_binary, free_port, wait_for_port
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-
-# NixOS recommendedProxySettings: included in every location with proxy_pass.
-PROXY_HEADERS = """\
-      proxy_set_header Host $host;
-      proxy_set_header X-Real-IP $remote_addr;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $host;
-      proxy_set_header X-Forwarded-Server $host;"""
+# NixOS nginx module, recommendedProxySettings: included in every location with proxy_pass
+# (nixos/modules/services/web-servers/nginx/default.nix, recommendedProxyConfig).
+PROXY_HEADERS = (
+    "proxy_set_header Host $host;",
+    "proxy_set_header X-Real-IP $remote_addr;",
+    "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+    "proxy_set_header X-Forwarded-Proto $scheme;",
+    "proxy_set_header X-Forwarded-Host $host;",
+    "proxy_set_header X-Forwarded-Server $hostname;",
+)
+# NixOS nginx module, proxyWebsockets = true.
+WEBSOCKET_LINES = (
+    "proxy_http_version 1.1;",
+    "proxy_set_header Upgrade $http_upgrade;",
+    "proxy_set_header Connection $connection_upgrade;",
+)
 
 
 def nginx_binary() -> str:
@@ -57,22 +54,22 @@ def _mime_types() -> str | None:
     return None
 
 
+def _indent(text: str, spaces: int) -> str:
+    return "\n".join(" " * spaces + line if line.strip() else "" for line in text.splitlines())
+
+
 @dataclass
 class NginxConfig:
-    """Everything the rendered config depends on. Defaults mirror the module's option defaults."""
+    """This stack's arguments to nix/deployment.nix's `nginx`, plus the test-only knobs."""
 
     gunicorn_socket: Path
     daphne_socket: Path
     static_root: Path
     media_root: Path
     server_name: str = "localhost"
-    # services.workorder.nginx.rateLimit.{rate,burst}; module default 10 r/s burst 20 per client.
-    rate_limit: str = "10r/s"
-    rate_burst: int = 20
-    # nginx's idle time for pooled upstream connections: must stay below GUNICORN_KEEPALIVE.
-    upstream_keepalive: int = 32
-    upstream_keepalive_timeout: int = 60
-    ws_timeout: str = "3600s"
+    # services.workorder.nginx.rateLimit.{rate,burst}; None: the module's default.
+    rate_limit: str | None = None
+    rate_burst: int | None = None
     client_max_body_size: str = "10m"
     worker_processes: str = "auto"
     worker_connections: int = 4096
@@ -80,7 +77,51 @@ class NginxConfig:
     # Extra `location` blocks for the vhost (the capacity benchmark adds /floor/ here; production never does).
     extra_locations: str = ""
     extra_upstreams: str = ""
-    security_headers: dict[str, str] = field(default_factory=lambda: dict(SECURITY_HEADERS))
+
+    def layout(self) -> dict:
+        args = {"gunicornSocket": str(self.gunicorn_socket), "daphneSocket": str(self.daphne_socket),
+                "staticRoot": str(self.static_root), "mediaRoot": str(self.media_root)}
+        if self.rate_limit is not None:
+            args["rateLimit"] = self.rate_limit
+        if self.rate_burst is not None:
+            args["rateBurst"] = self.rate_burst
+        return deployment.evaluate(nginx=args)["nginx"]
+
+
+def render_upstreams(upstreams: dict) -> str:
+    blocks = []
+    for name, upstream in sorted(upstreams.items()):
+        servers = []
+        for address, parameters in sorted(upstream["servers"].items()):
+            params = " ".join(key if value is True else f"{key}={value}"
+                              for key, value in sorted(parameters.items()) if value is not False)
+            servers.append(f"server {address}{' ' + params if params else ''};")
+        body = "\n".join(servers + [upstream.get("extraConfig", "")])
+        blocks.append(f"upstream {name} {{\n{_indent(body, 2)}\n}}")
+    return "\n\n".join(blocks)
+
+
+def render_location(path: str, location: dict) -> str:
+    lines = []
+    if location.get("proxyPass"):
+        lines.append(f"proxy_pass {location['proxyPass']};")
+    if location.get("proxyWebsockets"):
+        lines.extend(WEBSOCKET_LINES)
+    if location.get("alias"):
+        lines.append(f"alias {location['alias']};")
+    if location.get("return") is not None:
+        lines.append(f"return {location['return']};")
+    if location.get("extraConfig"):
+        lines.extend(location["extraConfig"].splitlines())
+    if location.get("proxyPass") and location.get("recommendedProxySettings", True):
+        lines.extend(PROXY_HEADERS)
+    return f"location {path} {{\n{_indent(chr(10).join(lines), 2)}\n}}"
+
+
+def render_locations(locations: dict) -> str:
+    # NixOS orders locations by `priority` (default 1000), then by name.
+    ordered = sorted(locations.items(), key=lambda item: (item[1].get("priority", 1000), item[0]))
+    return "\n\n".join(render_location(path, location) for path, location in ordered)
 
 
 class NginxServer:
@@ -103,15 +144,14 @@ class NginxServer:
     # -- config -------------------------------------------------------------------------------
     def render(self) -> str:
         c = self.config
+        layout = c.layout()
         base = self.base
         mime = _mime_types()
         user = "user root root;\n" if os.geteuid() == 0 else ""
-        headers = "\n".join(f'    add_header {name} "{value}" always;' for name, value in c.security_headers.items())
-        limit = f"      limit_req zone=workorder burst={c.rate_burst} nodelay;"
         access_log = (f"access_log {base}/access.log combined buffer=64k flush=1s;" if c.access_log
                       else "access_log off;")
         return f"""\
-# Rendered by tests/harness/nginx.py: the stack test's twin of services.workorder.nginx (nix/module.nix).
+# Rendered by tests/harness/nginx.py from nix/deployment.nix, as services.workorder.nginx does.
 {user}daemon off;
 master_process on;
 worker_processes {c.worker_processes};
@@ -147,7 +187,7 @@ http {{
   gzip_comp_level 5;
   gzip_min_length 256;
   gzip_proxied expired no-cache no-store private auth;
-  gzip_types application/atom+xml application/geo+json application/javascript application/json application/ld+json application/manifest+json application/rdf+xml application/vnd.ms-fontobject application/wasm application/x-rss+xml application/x-web-app-manifest+json application/xhtml+xml application/xliff+xml application/xml font/collection font/otf font/ttf image/bmp image/svg+xml image/vnd.microsoft.icon text/cache-manifest text/calendar text/css text/csv text/javascript text/markdown text/plain text/vcard text/vnd.rim.location.xloc text/vtt text/x-component text/xml;
+  gzip_types application/javascript application/json application/xml image/svg+xml text/css text/javascript text/plain text/xml;
 
   # recommendedProxySettings (http level)
   proxy_redirect off;
@@ -163,78 +203,20 @@ http {{
     '' close;
   }}
 
-  # commonHttpConfig of services.workorder: one rate-limit zone keyed by client address.
-  limit_req_zone $binary_remote_addr zone=workorder:10m rate={c.rate_limit};
+  # services.workorder: commonHttpConfig
+{_indent(layout["commonHttpConfig"], 2)}
 
-  upstream workorder-gunicorn {{
-    server unix:{c.gunicorn_socket};
-    keepalive {c.upstream_keepalive};
-    keepalive_timeout {c.upstream_keepalive_timeout}s;
-  }}
-
-  upstream workorder-daphne {{
-    server unix:{c.daphne_socket};
-  }}
+{_indent(render_upstreams(layout["upstreams"]), 2)}
 {c.extra_upstreams}
   server {{
     listen 127.0.0.1:{self.port};
     server_name {c.server_name};
 
-    # virtualHosts.<hostName>.extraConfig
-    limit_req_status 429;
-{headers}
-
-    location /api/ {{
-      proxy_pass http://workorder-gunicorn;
-{PROXY_HEADERS}
-{limit}
-    }}
-
-    location /admin/ {{
-      proxy_pass http://workorder-gunicorn;
-{PROXY_HEADERS}
-{limit}
-    }}
-
-    location = /health/ {{
-      proxy_pass http://workorder-gunicorn;
-{PROXY_HEADERS}
-    }}
-
-    location = /ready/ {{
-      proxy_pass http://workorder-gunicorn;
-{PROXY_HEADERS}
-    }}
-
-    location /ws/ {{
-      proxy_pass http://workorder-daphne;
-{PROXY_HEADERS}
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      # daphne logs every connection without the query string; nginx's $request would keep a ?token=.
-      access_log off;
-      proxy_read_timeout {c.ws_timeout};
-      proxy_send_timeout {c.ws_timeout};
-      proxy_buffering off;
-{limit}
-    }}
-
-    location /static/ {{
-      alias {c.static_root}/;
-      expires 30d;
-      access_log off;
-    }}
-
-    location /media/ {{
-      alias {c.media_root}/;
-    }}
-
-    # Metrics are scraped by Prometheus on gunicorn's loopback TCP listener, never through nginx.
-    location /metrics {{
-      deny all;
-    }}
+{_indent(render_locations(layout["locations"]), 4)}
 {c.extra_locations}
+
+    # virtualHosts.<hostName>.extraConfig
+{_indent(layout["virtualHostExtraConfig"], 4)}
   }}
 
   # services.nginx.statusPage: stub_status on loopback for the nginx exporter.

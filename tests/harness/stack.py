@@ -8,8 +8,9 @@ stop() runs in reverse order, never raises, and is safe after a failed start(): 
 process group killed with SIGTERM then SIGKILL (tests/harness/process.py), PostgreSQL is stopped
 with pg_ctl (then its postmaster is killed if it lingers).
 
-The environment given to the Django processes is exactly what nix/module.nix sets (see
-`Stack.app_env`), starting from an empty environment as systemd does (PATH/HOME/LANG only).
+The environment given to the Django processes, nginx's layout and the backup command line are
+evaluated from nix/deployment.nix, the file nix/module.nix takes them from (see `Stack.app_env`,
+tests/harness/deployment.py), starting from an empty environment as systemd does (PATH/HOME/LANG).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import deployment
 from .app import DaphneServer, GunicornServer
 from .nginx import NginxConfig, NginxServer
 from .process import ManagedProcess
@@ -117,10 +119,10 @@ class StackOptions:
     gunicorn_workers: int | None = None
     gunicorn_extra_env: dict[str, str] = field(default_factory=dict)
     durable_postgres: bool = True
-    # nginx rate limit: the module defaults are 10r/s burst 20 per client address. Every Locust user
-    # shares 127.0.0.1, so a load test sets a limit it stays under (see docs/performance.md).
-    rate_limit: str = "10r/s"
-    rate_burst: int = 20
+    # nginx rate limit; None: the module's default (nix/deployment.nix). Every Locust user shares
+    # 127.0.0.1, so a load test sets a limit it stays under (see docs/performance.md).
+    rate_limit: str | None = None
+    rate_burst: int | None = None
     nginx_access_log: bool = True
     nginx_extra_locations: str = ""
     nginx_extra_upstreams: str = ""
@@ -184,49 +186,61 @@ class Stack:
                                 "/bin", "/usr/sbin", "/sbin"])
         return {"PATH": path, "HOME": str(self.state_dir), "LANG": "C.UTF-8"}
 
-    def app_env(self) -> dict[str, str]:
-        """The `environment` nix/module.nix gives workorder-{migrate,gunicorn,daphne,backup} (and
-        workorder-manage), key for key, with this stack's paths in place of /var/lib and /run."""
+    def deployment_params(self) -> dict:
+        """This stack's arguments to nix/deployment.nix (the module passes /var/lib, /run paths)."""
         o = self.options
-        env = {
-            **self.base_env(),
-            "DJANGO_SETTINGS_MODULE": "workorder.settings",
-            "DJANGO_DEBUG": "false",
-            "WORKORDER_STATE_DIR": str(self.state_dir),
-            "STATIC_ROOT": str(self.static_root),
-            "MEDIA_ROOT": str(self.media_root),
-            "ALLOWED_HOSTS": f"{o.server_name},localhost,127.0.0.1,[::1]",
-            "CSRF_TRUSTED_ORIGINS": f"http://{o.server_name},https://{o.server_name}",
-            "WORKORDER_BEHIND_TLS": "false",
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": self.redis_url,
-            "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
-            "WORKORDER_METRICS_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
-            "GUNICORN_BIND": f"unix:{self.gunicorn_socket},127.0.0.1:{self.gunicorn_metrics_port}",
-            "GUNICORN_FORWARDED_ALLOW_IPS": "127.0.0.1,::1",
-            "DAPHNE_BIND": f"unix:{self.daphne_socket}",
-            # secretKeyFile = null: a key generated once into the state directory.
-            "DJANGO_SECRET_KEY_FILE": str(self.secret_key_file),
+        return {
+            "environment": {
+                "stateDir": str(self.state_dir),
+                "staticRoot": str(self.static_root),
+                "mediaRoot": str(self.media_root),
+                "hostName": o.server_name,
+                "behindTls": False,
+                # The module: postgresql:///workorder?host=/run/postgresql (peer auth as the service user).
+                "databaseUrl": self.database_url,
+                # The module: unix:///run/redis-workorder/redis.sock?db=0.
+                "redisUrl": self.redis_url,
+                "gunicornBind": f"unix:{self.gunicorn_socket},127.0.0.1:{self.gunicorn_metrics_port}",
+                "daphneBind": f"unix:{self.daphne_socket}",
+                # secretKeyFile = null: a key generated once into the state directory.
+                "secretKeyFile": str(self.secret_key_file),
+            },
+            "serverEnvironment": {"multiprocDir": str(self.multiproc_dir)},
+            "backupArgs": {
+                "directory": str(self.backup_dir),
+                "mediaDir": str(self.media_root),
+                "metricsFile": str(self.textfile_dir / "workorder_backup.prom"),
+            },
         }
-        if o.gunicorn_workers:  # services.workorder.gunicorn.workers (null: package default 2 x CPUs + 1)
-            env["GUNICORN_WORKERS"] = str(o.gunicorn_workers)
+
+    def deployment(self) -> dict:
+        return deployment.evaluate(**self.deployment_params())
+
+    def app_env(self) -> dict[str, str]:
+        """The `environment` nix/module.nix gives workorder-{migrate,backup} and workorder-manage,
+        evaluated from nix/deployment.nix with this stack's paths in place of /var/lib and /run."""
+        env = {**self.base_env(), **deployment.without_nulls(self.deployment()["environment"])}
+        if self.options.gunicorn_workers:  # services.workorder.gunicorn.workers (null: 2 x CPUs + 1)
+            env["GUNICORN_WORKERS"] = str(self.options.gunicorn_workers)
         return env
 
+    def server_env(self) -> dict[str, str]:
+        """gunicorn and daphne: the environment plus the shared prometheus multiprocess directory."""
+        return {**self.app_env(), **self.deployment()["serverEnvironment"]}
+
     def gunicorn_env(self) -> dict[str, str]:
-        return {**self.app_env(), **self.options.gunicorn_extra_env}
+        return {**self.server_env(), **self.options.gunicorn_extra_env}
 
     def daphne_env(self) -> dict[str, str]:
-        return self.app_env()
+        return self.server_env()
 
     def backup_env(self) -> dict[str, str]:
         # The backup unit: the same environment, plus PostgreSQL's own binaries first on PATH.
         return self.app_env()
 
     def backup_argv(self) -> list[str]:
-        """The NixOS backup unit's ExecStart with the module's defaults (retention 30 days, keep 7, verify)."""
-        return [venv_binary("workorder-backup"), "backup", "--directory", str(self.backup_dir),
-                "--media-dir", str(self.media_root), "--retention-days", "30", "--keep-at-least", "7",
-                "--verify-restore", "--metrics-file", str(self.textfile_dir / "workorder_backup.prom")]
+        """The NixOS backup unit's ExecStart with the module's defaults (nix/deployment.nix)."""
+        return [venv_binary("workorder-backup"), *self.deployment()["backupArgs"]]
 
     # -- helpers ------------------------------------------------------------------------------
     def _step(self, name: str):

@@ -4,10 +4,9 @@
 - flake.lock pins nixpkgs (rev, narHash, lastModified) on a nixos-25.11 branch, and flake.nix has the
   outputs the issues ask for, for x86_64-linux and aarch64-linux, without extra inputs;
 - the VM tests' Python test scripts evaluate (pure Nix, no nixpkgs needed) and compile;
-- every name the module hands to the Python code exists there: environment variables, console
-  scripts, management commands and their flags, backup and load-test flags, the rules files;
-- the nginx layout and the backup invocation match the production-stack test's twin
-  (tests/harness/nginx.py, tests/harness/stack.py), so a divergence is a failing test.
+- every console script, management command and load-test flag the Nix files name exists.
+The deployment's facts shared with the production-stack test (nginx layout, environment, backup
+command, hardening) live in nix/deployment.nix: tests/nix/test_deployment.py checks them.
 """
 
 from __future__ import annotations
@@ -151,44 +150,6 @@ def test_loadtest_flags_exist():
 
 
 # --- names the module hands to the Python side -----------------------------------------------------
-def module_settings_names() -> set[str]:
-    """The environment variable names the module sets (the settings block and the credentials)."""
-    text = read(MODULE)
-    block = text[text.index("services.workorder.settings = mapAttrs"):text.index("users.users.${user}")]
-    names = set(re.findall(r"^\s+([A-Z][A-Z0-9_]+) =", block, re.M))
-    servers = text[text.index("serverEnvironment = environment // {"):]
-    names |= set(re.findall(r"^\s+([A-Z][A-Z0-9_]+) =", servers[:servers.index("};")], re.M))
-    names |= set(re.findall(r"export ([A-Z][A-Z0-9_]+)=", text))
-    names |= set(re.findall(r'^\s+([A-Z][A-Z0-9_]+)="\$\(cat', text, re.M))
-    return names
-
-
-def python_sources() -> str:
-    return "\n".join(read(p) for p in sorted(BACKEND.rglob("*.py")))
-
-
-def test_every_environment_variable_is_read_by_the_code():
-    names = module_settings_names()
-    assert {"DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS", "GUNICORN_BIND", "DAPHNE_BIND", "STATIC_ROOT",
-            "MEDIA_ROOT", "PROMETHEUS_MULTIPROC_DIR", "DJANGO_SECRET_KEY_FILE"} <= names
-    sources = python_sources()
-    settings = read(BACKEND / "settings.py")
-    for name in sorted(names):
-        if name == "DJANGO_SETTINGS_MODULE":  # Django's own
-            continue
-        # settings.py reads FOO_FILE through env_secret("FOO").
-        base = name[: -len("_FILE")] if name.endswith("_FILE") else name
-        found = f'"{name}"' in sources or f"'{name}'" in sources or f'env_secret("{base}")' in settings
-        if not found and name == "PROMETHEUS_MULTIPROC_DIR":
-            found = name in sources  # read by prometheus_client itself, handled in gunicorn_conf.py
-        assert found, f"the module sets {name}, which nothing in backend/workorder reads"
-
-
-def test_database_url_for_local_postgres_is_the_contract_one():
-    assert '"postgresql:///${cfg.database.name}?host=/run/postgresql"' in read(MODULE)
-    assert '"unix://${redisServer.unixSocket}?db=0"' in read(MODULE)
-
-
 def pyproject_scripts(path: Path) -> dict[str, str]:
     return tomllib.loads(read(path))["project"]["scripts"]
 
@@ -196,7 +157,8 @@ def pyproject_scripts(path: Path) -> dict[str, str]:
 def test_console_scripts_exist():
     scripts = pyproject_scripts(REPO / "backend" / "pyproject.toml")
     scripts |= pyproject_scripts(REPO / "loadtest" / "pyproject.toml")
-    used = set(re.findall(r"/bin/(workorder-[a-z]+)", read(MODULE) + read(REPO / "nix/tests/vm-backup.nix")))
+    used = set(re.findall(r"/bin/(workorder-[a-z]+)", read(MODULE) + read(REPO / "nix/tests/vm-backup.nix")
+                          + read(REPO / "nix/tests/loadtest-seed.nix")))
     used |= set(re.findall(r'"(workorder-[a-z]+)"', read(FLAKE)))
     used |= set(re.findall(r'mainProgram = "(workorder-[a-z]+)"', read(REPO / "nix/package.nix") +
                            read(REPO / "nix/loadtest.nix")))
@@ -210,15 +172,6 @@ def test_console_scripts_exist():
         assert f"def {func}(" in read(source)
 
 
-def test_gunicorn_config_and_wsgi_module_exist():
-    text = read(MODULE)
-    assert "-c python:workorder.gunicorn_conf" in text and "workorder.wsgi:application" in text
-    assert (BACKEND / "gunicorn_conf.py").exists()
-    assert "application" in read(BACKEND / "wsgi.py")
-    # Type=notify relies on gunicorn's arbiter sending READY=1; the config must not daemonize.
-    assert "daemon = True" not in read(BACKEND / "gunicorn_conf.py")
-
-
 def management_command(name: str) -> str:
     matches = list(BACKEND.glob(f"*/management/commands/{name}.py"))
     assert matches, f"management command {name} not found"
@@ -226,92 +179,21 @@ def management_command(name: str) -> str:
 
 
 def test_management_commands_and_flags_exist():
-    module = read(MODULE)
+    seed_module = read(REPO / "nix" / "tests" / "loadtest-seed.nix")
     seed = management_command("seed_loadtest")
-    for flag in re.findall(r"(--[a-z-]+)", module[module.index("seed_loadtest \\"):module.index("--force") + 7]):
+    flags = re.findall(r'"(--[a-z-]+)"', seed_module)
+    assert {"--operators", "--work-orders", "--password", "--force"} <= set(flags)
+    for flag in flags:
         assert f'"{flag}"' in seed, f"seed_loadtest has no {flag}"
     management_command("seed_demo")  # used by vm-backup
     settings = read(BACKEND / "settings.py")
     assert '"rest_framework.authtoken"' in settings  # drf_create_token, used by vm-loadtest
 
 
-def test_backup_invocation_matches_the_cli_and_the_stack_test():
-    module = read(MODULE)
-    invocation = module[module.index("workorder-backup backup \\"):module.index("--metrics-file") + 80]
-    flags = re.findall(r"(--[a-z-]+)", invocation)
-    cli = read(BACKEND / "backup" / "cli.py")
-    for flag in flags:
-        assert f'"{flag}"' in cli, f"workorder-backup has no {flag}"
-    stack = read(REPO / "tests" / "harness" / "stack.py")
-    stack_call = stack[stack.index("def backup_argv"):]
-    stack_call = stack_call[:stack_call.index("\n\n")]
-    assert set(flags) == set(re.findall(r'"(--[a-z-]+)"', stack_call)), "the stack test runs the unit's command"
-    # The module's defaults are the contract's (30 days, keep 7, daily 02:00, Persistent).
-    assert re.search(r"retentionDays = mkOption \{\s+type = types.ints.positive;\s+default = 30;", module)
-    assert re.search(r"keepAtLeast = mkOption \{\s+type = types.ints.positive;\s+default = 7;", module)
-    assert 'default = "*-*-* 02:00:00";' in module and "Persistent = true;" in module
-
-
 def test_rules_files_are_loaded():
     rules = sorted((REPO / "nix" / "prometheus").glob("*.rules.yml"))
     assert rules, "nix/prometheus/*.rules.yml: the module loads every file matching this"
-    assert 'hasSuffix ".rules.yml"' in read(MODULE)
-
-
-# --- parity with the production-stack test's nginx ---------------------------------------------------
-def harness_nginx_source() -> str:
-    return read(REPO / "tests" / "harness" / "nginx.py")
-
-
-def test_nginx_locations_match_the_stack_test():
-    module = read(MODULE)
-    block = module[module.index("locations = {"):module.index("systemd.services.nginx.serviceConfig")]
-    module_locations = set(re.findall(r'^\s+"([^"]+)"(?:\.| =)', block, re.M))
-    harness_locations = set(re.findall(r"^\s+location ((?:= )?/[^ {]*) \{\{", harness_nginx_source(), re.M))
-    harness_locations.discard("/nginx_status")  # services.nginx.statusPage in NixOS
-    assert module_locations == harness_locations
-
-
-def test_nginx_rate_limit_and_headers_match_the_stack_test():
-    module = read(MODULE)
-    harness = harness_nginx_source()
-    assert "limit_req_zone $binary_remote_addr zone=workorder:10m rate=" in module
-    assert "limit_req_zone $binary_remote_addr zone=workorder:10m rate=" in harness
-    assert "limit_req_status 429;" in module and "limit_req_status 429;" in harness
-    assert 'default = "10r/s";' in module and "default = 20;" in module
-    assert 'rate_limit: str = "10r/s"' in harness and "rate_burst: int = 20" in harness
-    # Security headers: same names and values on both sides.
-    tree = ast.parse(harness)
-    harness_headers = next(ast.literal_eval(node.value) for node in tree.body
-                           if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SECURITY_HEADERS")
-    block = module[module.index("securityHeaders = mkOption"):]
-    block = block[block.index("default = {"):block.index("};")]
-    module_headers = dict(re.findall(r'"([A-Za-z-]+)" = "([^"]*)";', block))
-    assert module_headers == harness_headers
-    # The upstream keep-alive pool (must stay below gunicorn's keep-alive, see gunicorn_conf.py).
-    assert "keepalive 32;" in module and "keepalive_timeout 60s;" in module
-    assert "upstream_keepalive: int = 32" in harness and "upstream_keepalive_timeout: int = 60" in harness
-    assert 'default = "3600s";' in module and 'ws_timeout: str = "3600s"' in harness
-
-
-def test_hardening_block():
-    module = read(MODULE)
-    for directive in ('ProtectSystem = "strict";', "PrivateTmp = true;", "NoNewPrivileges = true;",
-                      'CapabilityBoundingSet = [ "" ];', "RestrictAddressFamilies = [", '"@system-service"',
-                      'UMask = "0027";', 'Type = "notify";', 'Type = "exec";', "LoadCredential = credentials;"):
-        assert directive in module, directive
-    assert "kill -s HUP $MAINPID" in module, "gunicorn reloads gracefully on HUP"
-
-
-def test_environment_matches_the_stack_test():
-    """The stack test gives gunicorn/daphne/workorder-manage the module's variables (tests/harness/stack.py)."""
-    stack = read(REPO / "tests" / "harness" / "stack.py")
-    stack_names = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', stack))
-    # Not set by the stack test on purpose: the default already is the module's value
-    # (DJANGO_DEBUG off), or they only exist with an external database / in the admin wrapper.
-    optional = {"DJANGO_DEBUG", "DATABASE_PASSWORD", "DATABASE_PASSWORD_FILE", "DJANGO_SECRET_KEY"}
-    missing = module_settings_names() - stack_names - optional
-    assert not missing, f"the module sets {sorted(missing)}, the production-stack test does not"
+    assert 'hasSuffix ".rules.yml"' in read(REPO / "nix" / "monitoring.nix")
 
 
 def _requirement_names(requirements: list[str]) -> set[str]:

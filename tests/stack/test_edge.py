@@ -19,11 +19,13 @@ import time
 
 import pytest
 
+from harness import deployment
 from harness.stack import Stack, StackOptions
 
 pytestmark = pytest.mark.stack
 
-RATE, BURST = "10r/s", 20  # nix/module.nix defaults: services.workorder.nginx.rateLimit
+# The module's defaults (services.workorder.nginx.rateLimit), from nix/deployment.nix.
+RATE, BURST = deployment.defaults()["nginx"]["rateLimit"], deployment.defaults()["nginx"]["rateBurst"]
 ALLOWED_NETWORK = "10.255.255.0/24"  # loopback is outside it
 
 
@@ -187,6 +189,40 @@ def test_deeply_nested_json_through_nginx_is_400(edge):
                                         "Authorization": f"Token {edge['api_token']}"})
     assert status == 400, raw[:200]
     assert json.loads(raw)["code"] == "parse_error"
+
+
+def test_root_redirects_to_the_api_docs(edge):
+    status, headers, _ = via_nginx(edge, "GET", "/")
+    assert status == 302 and headers["location"].endswith("/api/docs/")
+
+
+def test_metrics_prefix_closes_only_metrics_paths(edge):
+    """`/metrics` and everything below it are closed; `/metricsX` is another path (no 403)."""
+    assert via_nginx(edge, "GET", "/metrics")[0] == 403
+    assert via_nginx(edge, "GET", "/metrics/x")[0] == 403
+    assert via_nginx(edge, "GET", "/metricsX")[0] == 404
+
+
+def established_unix_connections(path: str) -> int:
+    """Connected sockets bound to a unix socket path (the server side of accepted connections)."""
+    count = 0
+    with open("/proc/net/unix") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if len(fields) >= 8 and fields[7] == path and fields[5] == "03":
+                count += 1
+    return count
+
+
+def test_nginx_reuses_upstream_connections_to_gunicorn(edge):
+    """`proxy_set_header Connection ""` in the gunicorn locations: after a run of requests the
+    connections nginx opened stay open in its keepalive pool instead of one per request."""
+    stack = edge["stack"]
+    for _ in range(30):
+        assert via_nginx(edge, "GET", "/health/")[0] == 200
+    idle = established_unix_connections(str(stack.gunicorn_socket))
+    assert 1 <= idle < 30, f"{idle} connections to gunicorn stay open after 30 requests"
 
 
 def test_no_server_errors_in_the_gunicorn_log(edge):

@@ -1,0 +1,248 @@
+# The deployment's facts, in one place: the nginx layout, the service environment, the backup
+# command line, the systemd hardening block and the defaults of the options that shape them.
+#
+# Pure Nix without nixpkgs, so two consumers read the same values:
+#   - nix/module.nix imports it and hands the values to services.nginx, systemd.services, ...;
+#   - the Debian production-stack test evaluates it with `nix-instantiate --eval --strict --json`
+#     (tests/harness/deployment.py) and renders nginx.conf, the environment and the backup
+#     command from the result.
+# Paths and sizes are arguments (the module passes /run/workorder/..., the test a temporary
+# directory); everything else is decided here.
+let
+  concatLines = lines: builtins.concatStringsSep "\n" lines;
+  mapToList = f: attrs: map (name: f name attrs.${name}) (builtins.attrNames attrs);
+  boolString = value: if value then "true" else "false";
+in
+rec {
+  # Defaults of services.workorder options (the module's `default =` reads them from here).
+  defaults = {
+    hostName = "localhost";
+    nginx = {
+      rateLimit = "10r/s";
+      rateBurst = 20;
+      webSocketTimeout = "3600s";
+      # nginx closes idle pooled upstream connections after this; gunicorn's keep-alive
+      # (GUNICORN_KEEPALIVE, 75 s in workorder.gunicorn_conf) must stay longer.
+      upstreamKeepalive = 32;
+      upstreamKeepaliveTimeout = "60s";
+      securityHeaders = {
+        "X-Content-Type-Options" = "nosniff";
+        "X-Frame-Options" = "DENY";
+        "Referrer-Policy" = "same-origin";
+        "Permissions-Policy" = "camera=(), microphone=(), geolocation=()";
+        "Cross-Origin-Opener-Policy" = "same-origin";
+      };
+    };
+    backup = {
+      startAt = "*-*-* 02:00:00";
+      retentionDays = 30;
+      keepAtLeast = 7;
+      verifyRestore = true;
+    };
+    metricsAllowedNetworks = "127.0.0.0/8,::1/128";
+    # nginx is the only client of the unix sockets; gunicorn trusts its X-Forwarded-* headers.
+    forwardedAllowIps = "127.0.0.1,::1";
+  };
+
+  # services.nginx pieces: `commonHttpConfig`, `upstreams`, and the virtual host's `extraConfig`
+  # and `locations` (NixOS location options: proxyPass, proxyWebsockets, alias, return, extraConfig).
+  # With recommendedProxySettings every proxyPass location includes its own proxy_set_header
+  # lines, so the http-level `proxy_set_header Connection ""` is not inherited there: the gunicorn
+  # locations repeat it, or nginx would send `Connection: close` and never reuse a pooled
+  # upstream connection. /ws/ keeps proxyWebsockets' `Connection $connection_upgrade`.
+  nginx =
+    {
+      gunicornSocket,
+      daphneSocket,
+      staticRoot,
+      mediaRoot,
+      rateLimit ? defaults.nginx.rateLimit,
+      rateBurst ? defaults.nginx.rateBurst,
+      webSocketTimeout ? defaults.nginx.webSocketTimeout,
+      upstreamKeepalive ? defaults.nginx.upstreamKeepalive,
+      upstreamKeepaliveTimeout ? defaults.nginx.upstreamKeepaliveTimeout,
+      securityHeaders ? defaults.nginx.securityHeaders,
+    }:
+    let
+      limitReq = "limit_req zone=workorder burst=${toString rateBurst} nodelay;";
+      toGunicorn = extra: {
+        proxyPass = "http://workorder-gunicorn";
+        extraConfig = concatLines ([ ''proxy_set_header Connection "";'' ] ++ extra);
+      };
+      closed = {
+        extraConfig = "deny all;";
+      };
+    in
+    {
+      commonHttpConfig = "limit_req_zone $binary_remote_addr zone=workorder:10m rate=${rateLimit};";
+      upstreams = {
+        workorder-gunicorn = {
+          servers."unix:${gunicornSocket}" = { };
+          extraConfig = concatLines [
+            "keepalive ${toString upstreamKeepalive};"
+            "keepalive_timeout ${upstreamKeepaliveTimeout};"
+          ];
+        };
+        workorder-daphne = {
+          servers."unix:${daphneSocket}" = { };
+          extraConfig = "";
+        };
+      };
+      virtualHostExtraConfig = concatLines (
+        [ "limit_req_status 429;" ]
+        ++ mapToList (name: value: ''add_header ${name} "${value}" always;'') securityHeaders
+      );
+      locations = {
+        "= /".return = "302 /api/docs/";
+        "/api/" = toGunicorn [ limitReq ];
+        "/admin/" = toGunicorn [ limitReq ];
+        "= /health/" = toGunicorn [ ];
+        "= /ready/" = toGunicorn [ ];
+        "/ws/" = {
+          proxyPass = "http://workorder-daphne";
+          proxyWebsockets = true;
+          extraConfig = concatLines [
+            # daphne logs each connection without its query string; $request would keep ?token=.
+            "access_log off;"
+            "proxy_read_timeout ${webSocketTimeout};"
+            "proxy_send_timeout ${webSocketTimeout};"
+            "proxy_buffering off;"
+            limitReq
+          ];
+        };
+        "/static/" = {
+          alias = "${staticRoot}/";
+          extraConfig = concatLines [
+            "expires 30d;"
+            "access_log off;"
+          ];
+        };
+        "/media/".alias = "${mediaRoot}/";
+        # Prometheus scrapes gunicorn's own listener; /metrics and everything below it stay
+        # closed here (and /metricsX is no prefix match of either).
+        "= /metrics" = closed;
+        "/metrics/" = closed;
+      };
+    };
+
+  # The environment of every workorder process (the names backend/workorder reads).
+  environment =
+    {
+      stateDir,
+      staticRoot,
+      mediaRoot,
+      hostName ? defaults.hostName,
+      behindTls ? false,
+      databaseUrl,
+      redisUrl ? null,
+      gunicornBind,
+      daphneBind,
+      secretKeyFile,
+      databasePasswordFile ? null,
+      metricsAllowedNetworks ? defaults.metricsAllowedNetworks,
+      forwardedAllowIps ? defaults.forwardedAllowIps,
+    }:
+    {
+      DJANGO_SETTINGS_MODULE = "workorder.settings";
+      DJANGO_DEBUG = "false";
+      WORKORDER_STATE_DIR = stateDir;
+      STATIC_ROOT = staticRoot;
+      MEDIA_ROOT = mediaRoot;
+      ALLOWED_HOSTS = builtins.concatStringsSep "," [
+        hostName
+        "localhost"
+        "127.0.0.1"
+        "[::1]"
+      ];
+      # Behind TLS every request arrives over https; otherwise both schemes are trusted.
+      CSRF_TRUSTED_ORIGINS =
+        if behindTls then "https://${hostName}" else "http://${hostName},https://${hostName}";
+      WORKORDER_BEHIND_TLS = boolString behindTls;
+      DATABASE_URL = databaseUrl;
+      WORKORDER_METRICS_ALLOWED_NETWORKS = metricsAllowedNetworks;
+      GUNICORN_BIND = gunicornBind;
+      GUNICORN_FORWARDED_ALLOW_IPS = forwardedAllowIps;
+      DAPHNE_BIND = daphneBind;
+      DJANGO_SECRET_KEY_FILE = secretKeyFile;
+    }
+    // (if redisUrl == null then { } else { REDIS_URL = redisUrl; })
+    // (if databasePasswordFile == null then { } else { DATABASE_PASSWORD_FILE = databasePasswordFile; });
+
+  # gunicorn and daphne only: prometheus_client's multiprocess directory, shared by every worker
+  # and daphne so one scrape reports the sum. Other processes (migrate, backup, workorder-manage)
+  # keep their metrics in memory, out of the scrape.
+  serverEnvironment =
+    { multiprocDir }:
+    {
+      PROMETHEUS_MULTIPROC_DIR = multiprocDir;
+    };
+
+  # `workorder-backup` arguments of the daily backup unit.
+  backupArgs =
+    {
+      directory,
+      mediaDir,
+      metricsFile,
+      retentionDays ? defaults.backup.retentionDays,
+      keepAtLeast ? defaults.backup.keepAtLeast,
+      verifyRestore ? defaults.backup.verifyRestore,
+    }:
+    [
+      "backup"
+      "--directory"
+      directory
+      "--media-dir"
+      mediaDir
+      "--retention-days"
+      (toString retentionDays)
+      "--keep-at-least"
+      (toString keepAtLeast)
+    ]
+    ++ (if verifyRestore then [ "--verify-restore" ] else [ ])
+    ++ [
+      "--metrics-file"
+      metricsFile
+    ];
+
+  # The hardening shared by every workorder unit (pretix's commonUnitConfig, tightened). The
+  # module adds what depends on options (User, Group, credentials, address restrictions).
+  hardening = {
+    AmbientCapabilities = "";
+    CapabilityBoundingSet = [ "" ];
+    DevicePolicy = "closed";
+    LockPersonality = true;
+    MemoryDenyWriteExecute = true;
+    NoNewPrivileges = true;
+    PrivateDevices = true;
+    PrivateMounts = true;
+    PrivateTmp = true;
+    ProcSubset = "pid";
+    ProtectClock = true;
+    ProtectControlGroups = true;
+    ProtectHome = true;
+    ProtectHostname = true;
+    ProtectKernelLogs = true;
+    ProtectKernelModules = true;
+    ProtectKernelTunables = true;
+    ProtectProc = "invisible";
+    ProtectSystem = "strict";
+    RemoveIPC = true;
+    RestrictAddressFamilies = [
+      "AF_UNIX"
+      "AF_INET"
+      "AF_INET6"
+    ];
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    SystemCallArchitectures = "native";
+    # @chown: gunicorn chowns its unix socket to its own uid/gid (pretix allows it the same way).
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged"
+      "@chown"
+    ];
+    SystemCallErrorNumber = "EPERM";
+    UMask = "0027";
+  };
+}
