@@ -7,23 +7,31 @@
 {
   lib,
   python3,
+  fetchPypi,
 }:
 let
+  # locust and websocket-client at exactly the versions CI tests (nix/python-versions.json).
+  python = python3.override {
+    self = python;
+    packageOverrides = import ./python-overrides.nix { inherit lib fetchPypi; } [ "loadtest" ];
+  };
+
   pyproject = lib.importTOML ../loadtest/pyproject.toml;
 
-  runtimeDependencies =
-    ps: with ps; [
-      locust
-      websocket-client
-    ];
-
-  testDependencies =
-    ps: with ps; [
-      pytest
-      pytest-timeout
-    ];
+  # Dependencies as nixpkgs attributes, from the version table (checked against pyproject.toml by
+  # tests/nix/test_versions.py).
+  table = lib.importJSON ./python-versions.json;
+  dependenciesFor =
+    role: ps:
+    map (entry: ps.${entry.attr}) (
+      builtins.filter (
+        entry: entry.role == role && builtins.elem "loadtest" entry.sets && entry.attr != null
+      ) table.python
+    );
+  runtimeDependencies = dependenciesFor "runtime";
+  testDependencies = dependenciesFor "test";
 in
-python3.pkgs.buildPythonApplication {
+python.pkgs.buildPythonApplication {
   pname = "workorder-loadtest";
   inherit (pyproject.project) version;
   pyproject = true;
@@ -36,11 +44,11 @@ python3.pkgs.buildPythonApplication {
     ];
   };
 
-  build-system = [ python3.pkgs.setuptools ];
+  build-system = [ python.pkgs.setuptools ];
 
-  dependencies = runtimeDependencies python3.pkgs;
+  dependencies = runtimeDependencies python.pkgs;
 
-  # loadtest/pyproject.toml asks for locust>=2.37; nixpkgs decides the exact version.
+  # The versions come from the package set above; pyproject.toml's lower bounds hold for them.
   pythonRelaxDeps = true;
 
   # `checks.<system>.loadtest-tests` runs loadtest/tests.
@@ -48,7 +56,7 @@ python3.pkgs.buildPythonApplication {
   pythonImportsCheck = [ "workorder_loadtest" ];
 
   passthru = {
-    python = python3;
+    inherit python;
     inherit runtimeDependencies testDependencies;
   };
 

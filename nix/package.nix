@@ -9,49 +9,40 @@
 {
   lib,
   python3,
+  fetchPypi,
   postgresql,
   # Set by the flake: { vm-loadtest, vm-backup, ... } so `nix build .#workorder.tests.vm-backup` works.
   vmTests ? { },
 }:
 let
+  # Django 5.2 LTS (django_5 is the 5.2 series on 25.11 and 26.05, asserted below), and every other
+  # direct dependency at exactly the version CI tests (nix/python-versions.json); the load test's
+  # too, since the flake's dev shell runs both projects on this set.
   python = python3.override {
     self = python;
-    packageOverrides = final: prev: {
-      # nixos-25.11: django_5 is the 5.2 series (nixpkgs PR #416022 "python3Packages.django_5: 5.1 -> 5.2").
-      django = prev.django_5;
-    };
+    packageOverrides = lib.composeExtensions (final: prev: { django = prev.django_5; }) (
+      import ./python-overrides.nix { inherit lib fetchPypi; } [
+        "backend"
+        "loadtest"
+      ]
+    );
   };
 
   pyproject = lib.importTOML ../backend/pyproject.toml;
 
-  # The runtime dependencies, as nixpkgs attribute names (see nix/README.md for where each is defined).
-  # backend/pyproject.toml names psycopg2-binary for pip; Nix builds psycopg2 against libpq instead.
-  runtimeDependencies =
-    ps: with ps; [
-      django
-      djangorestframework
-      django-filter
-      drf-spectacular
-      psycopg2
-      dj-database-url
-      channels
-      channels-redis
-      daphne
-      gunicorn
-      django-prometheus
-      prometheus-client
-      redis
-    ];
-
-  # What backend/pyproject.toml lists under [project.optional-dependencies] test.
-  testDependencies =
-    ps: with ps; [
-      pytest
-      pytest-django
-      pytest-timeout
-      websockets
-      schemathesis
-    ];
+  # Dependencies as nixpkgs attributes, from the version table (tests/nix/test_versions.py checks it
+  # against pyproject.toml). Nix builds psycopg2 against libpq where pip installs psycopg2-binary;
+  # schemathesis has no nixpkgs attribute (PyPI only), so the schema fuzzing skips in the Nix checks.
+  table = lib.importJSON ./python-versions.json;
+  dependenciesFor =
+    role: ps:
+    map (entry: ps.${entry.attr}) (
+      builtins.filter (
+        entry: entry.role == role && builtins.elem "backend" entry.sets && entry.attr != null
+      ) table.python
+    );
+  runtimeDependencies = dependenciesFor "runtime";
+  testDependencies = dependenciesFor "test";
 in
 assert lib.assertMsg (lib.versions.majorMinor python.pkgs.django.version == "5.2")
   "workorder needs Django 5.2 (LTS); this nixpkgs has ${python.pkgs.django.version} as django_5";
@@ -73,8 +64,8 @@ python.pkgs.buildPythonApplication {
 
   dependencies = runtimeDependencies python.pkgs;
 
-  # The pins in backend/constraints.txt are for pip; here nixpkgs decides the versions
-  # (Django's major is enforced by the assertion above).
+  # The versions come from the package set above (overridden to constraints.txt's, Django 5.2
+  # asserted); the lower bounds in pyproject.toml hold for them.
   pythonRelaxDeps = true;
   pythonRemoveDeps = [ "psycopg2-binary" ];
 

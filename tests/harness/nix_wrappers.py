@@ -102,12 +102,14 @@ def clean_environ(environ=None, *, drop_path: tuple[str, ...] = ()) -> dict[str,
 _VENV_QUERY = r"""
 import json, sys, sysconfig
 from importlib import metadata, util
-try:
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-except ImportError:
-    from pip._vendor.packaging.requirements import Requirement
-    from pip._vendor.packaging.utils import canonicalize_name
+roots = json.loads(sys.argv[1])
+if roots:
+    try:
+        from packaging.requirements import Requirement
+        from packaging.utils import canonicalize_name
+    except ImportError:
+        from pip._vendor.packaging.requirements import Requirement
+        from pip._vendor.packaging.utils import canonicalize_name
 
 def describe(dist, extras):
     files = [str(f) for f in (dist.files or [])]
@@ -142,7 +144,7 @@ def describe(dist, extras):
         "console_scripts": {ep.name: ep.value for ep in dist.entry_points if ep.group == "console_scripts"},
     }
 
-dists, missing, todo, extras_seen = {}, [], [(canonicalize_name(n), []) for n in json.loads(sys.argv[1])], {}
+dists, missing, todo, extras_seen = {}, [], [(canonicalize_name(n), []) for n in roots], {}
 while todo:
     key, extras = todo.pop()
     wanted = set(extras) | set(extras_seen.get(key, ()))

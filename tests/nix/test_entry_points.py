@@ -30,8 +30,10 @@ from harness.app import GUNICORN_APP, GUNICORN_CONFIG, GunicornServer
 from harness.nix_wrappers import EmulationError, NixWrappers, project_scripts, repo_sources
 
 REPO = Path(__file__).resolve().parents[2]
-# The venv whose packages the wrappers use: the one running the tests.
-VENV = Path(sys.prefix)
+# The venvs whose packages the wrappers use: the one running the tests (constraints.txt's versions,
+# which Nix builds for the packages it overrides) and .venv-nixpkgs (nixpkgs' versions of the
+# others, nix/python-versions.json; tests/run.sh creates it before this stage).
+VENVS = {"ci-versions": Path(sys.prefix), "nixpkgs-versions": REPO / ".venv-nixpkgs"}
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -44,13 +46,18 @@ def _load_fake_service():
     return module.FakeService
 
 
-@pytest.fixture(scope="module")
-def nix(tmp_path_factory) -> NixWrappers:
+@pytest.fixture(scope="module", params=sorted(VENVS))
+def nix(request, tmp_path_factory) -> NixWrappers:
+    venv = VENVS[request.param]
+    if not (venv / "bin" / "python").exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{venv} is missing: tests/run.sh creates it before the repo stage")
+        pytest.skip(f"{venv} is missing: `bash tests/run.sh repo` creates it")
     # Short root: the wrapped scripts' `#!` line must stay under the kernel's limit.
     try:
-        return NixWrappers(tmp_path_factory.mktemp("nix"), VENV, sources=repo_sources(REPO))
+        return NixWrappers(tmp_path_factory.mktemp("nix"), venv, sources=repo_sources(REPO))
     except EmulationError as exc:
-        pytest.fail(f"cannot emulate the Nix wrappers over {VENV}: {exc}")
+        pytest.fail(f"cannot emulate the Nix wrappers over {venv}: {exc}")
 
 
 def unit_environment(nix: NixWrappers, state_dir: Path, **extra: str) -> dict[str, str]:

@@ -194,28 +194,3 @@ def test_rules_files_are_loaded():
     rules = sorted((REPO / "nix" / "prometheus").glob("*.rules.yml"))
     assert rules, "nix/prometheus/*.rules.yml: the module loads every file matching this"
     assert 'hasSuffix ".rules.yml"' in read(REPO / "nix" / "monitoring.nix")
-
-
-def _requirement_names(requirements: list[str]) -> set[str]:
-    names = set()
-    for requirement in requirements:
-        name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0).lower().replace("_", "-").replace(".", "-")
-        names.add({"psycopg2-binary": "psycopg2"}.get(name, name))  # Nix builds psycopg2 against libpq
-    return names
-
-
-def _nix_dependency_list(path: Path, function: str) -> set[str]:
-    text = read(path)
-    block = text[text.index(f"{function} =") :]
-    block = block[block.index("[") + 1 : block.index("]")]
-    return set(block.split())
-
-
-@pytest.mark.parametrize("package, nix_file", [("backend", "package.nix"), ("loadtest", "loadtest.nix")])
-def test_nix_dependencies_match_pyproject(package: str, nix_file: str):
-    """Every dependency in pyproject.toml is in the Nix expression (nixpkgs attribute = normalised name)."""
-    project = tomllib.loads(read(REPO / package / "pyproject.toml"))["project"]
-    nix = REPO / "nix" / nix_file
-    assert _requirement_names(project["dependencies"]) == _nix_dependency_list(nix, "runtimeDependencies")
-    test_extra = _requirement_names(project.get("optional-dependencies", {}).get("test", []))
-    assert test_extra == _nix_dependency_list(nix, "testDependencies")
