@@ -268,6 +268,31 @@ def test_secret_key_from_file(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "True"
 
 
+def test_secrets_from_systemd_credentials(tmp_path):
+    """The NixOS module passes *File options as systemd credentials named after the variable
+    (LoadCredential=django_secret_key:..., database_password:...); settings read them from
+    $CREDENTIALS_DIRECTORY when neither NAME nor NAME_FILE is set."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "django_secret_key").write_text(SECRET_KEY + "\n")
+    (credentials / "database_password").write_text("db-secret\n")
+    env = _without_secret(tmp_path, CREDENTIALS_DIRECTORY=credentials,
+                          DATABASE_URL="postgresql://workorder@127.0.0.1:5432/workorder")
+    code = ("from django.conf import settings; "
+            "print(settings.SECRET_KEY == %r, settings.DATABASES['default']['PASSWORD'])" % SECRET_KEY)
+    result = manage(env, "shell", "-c", code)
+    assert result.stdout.strip().splitlines()[-1] == "True db-secret"
+
+
+def test_missing_credential_falls_back_to_the_missing_secret_error(tmp_path):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    env = _without_secret(tmp_path, CREDENTIALS_DIRECTORY=credentials)
+    result = subprocess.run([script("workorder-manage"), "check"], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=str(tmp_path))
+    assert result.returncode != 0 and "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set" in result.stderr
+
+
 def test_behind_tls_settings(tmp_path):
     code = ("import json; from django.conf import settings as s; print(json.dumps([s.SECURE_SSL_REDIRECT, "
             "s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, list(s.SECURE_PROXY_SSL_HEADER), "

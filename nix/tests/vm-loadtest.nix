@@ -150,8 +150,18 @@ in
         for header in ["x-content-type-options: nosniff", "x-frame-options: deny", "referrer-policy: same-origin"]:
             t.assertIn(header, headers)
         client.succeed("curl -fsS -o /dev/null http://server/static/admin/css/base.css")
-        metrics_status = client.succeed("curl -s -o /dev/null -w '%{http_code}' http://server/metrics/").strip()
-        t.assertEqual(metrics_status, "403", "nginx must not expose /metrics/")
+        for path in ["/metrics", "/metrics/", "/metrics/x"]:
+            metrics_status = client.succeed(f"curl -s -o /dev/null -w '%{{http_code}}' http://server{path}").strip()
+            t.assertEqual(metrics_status, "403", f"nginx must not expose {path}")
+        other = client.succeed("curl -s -o /dev/null -w '%{http_code}' http://server/metricsX").strip()
+        t.assertEqual(other, "404", "/metricsX is not a metrics path")
+        root = client.succeed("curl -s -o /dev/null -w '%{http_code} %{redirect_url}' http://server/").strip()
+        t.assertEqual(root, "302 http://server/api/docs/")
+
+    with subtest("nginx keeps its upstream connections to gunicorn open"):
+        client.succeed("for i in $(seq 20); do curl -fsS -o /dev/null http://server/health/; done")
+        pooled = int(server.succeed("ss -xHn state established | grep -c /run/workorder/gunicorn.sock || true").strip())
+        t.assertGreaterEqual(pooled, 1, "nginx sends Connection: close to gunicorn (no keepalive pool)")
         # Prometheus' listener: gunicorn's loopback port, answered by the app from loopback only.
         server.succeed("curl -fsS -o /tmp/metrics.txt http://127.0.0.1:9808/metrics/")
         server.succeed("grep -q django_http_requests /tmp/metrics.txt")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,8 @@ class NginxConfig:
     # Extra `location` blocks for the vhost (the capacity benchmark adds /floor/ here; production never does).
     extra_locations: str = ""
     extra_upstreams: str = ""
+    # Benchmarks only: a change to the evaluated layout (e.g. the "before" of a fix).
+    layout_transform: Callable[[dict], dict] | None = None
 
     def layout(self) -> dict:
         args = {"gunicornSocket": str(self.gunicorn_socket), "daphneSocket": str(self.daphne_socket),
@@ -85,7 +88,8 @@ class NginxConfig:
             args["rateLimit"] = self.rate_limit
         if self.rate_burst is not None:
             args["rateBurst"] = self.rate_burst
-        return deployment.evaluate(nginx=args)["nginx"]
+        layout = deployment.evaluate(nginx=args)["nginx"]
+        return self.layout_transform(layout) if self.layout_transform else layout
 
 
 def render_upstreams(upstreams: dict) -> str:
