@@ -215,7 +215,7 @@
             ++ [
               pkgs.postgresql
               pkgs.redis
-              pkgs.nginx
+              pkgs.nginxStable # what services.nginx runs by default
               pkgs.prometheus
               pkgs.prometheus.cli # promtool
               pkgs.prometheus-node-exporter

@@ -677,6 +677,9 @@ in
         recommendedTlsSettings = mkDefault true;
         inherit (nginxLayout) commonHttpConfig upstreams;
         virtualHosts.${cfg.hostName} = {
+          # The default server on its port: requests by address (or any other Host) reach workorder,
+          # not the `localhost` virtual host that services.nginx.statusPage adds.
+          default = mkDefault true;
           extraConfig = nginxLayout.virtualHostExtraConfig;
           inherit (nginxLayout) locations;
         };
@@ -697,8 +700,9 @@ in
         after = serviceOrdering.after ++ [ "workorder-migrate.service" ];
         requires = optional cfg.database.createLocally "postgresql.target";
         inherit environment;
-        # pg_dump/pg_restore of the server's own major version come first.
-        path = [ config.services.postgresql.package ];
+        # pg_dump/pg_restore of the local server's own major version come first (the package's
+        # wrapper falls back to nixpkgs' postgresql for an external server).
+        path = optional config.services.postgresql.enable config.services.postgresql.package;
         serviceConfig = hardening // {
           Type = "oneshot";
           ExecStart = utils.escapeSystemdExecArgs (

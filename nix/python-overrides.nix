@@ -25,11 +25,17 @@ let
     };
     # The sdist ships the built web UI (locust/webui/dist) and no tests: nixpkgs' yarn build of the
     # UI (preBuild) and its test patches (postPatch) do not apply. socketio/engineio are direct
-    # dependencies since 2.44; geventhttpclient >= 2.5.1 and requests >= 2.33.1 are newer than
-    # nixpkgs' and relaxed (nixpkgs relaxes requests already).
+    # dependencies since 2.44; geventhttpclient >= 2.5.1 is newer than nixpkgs' and relaxed
+    # (nixpkgs' derivation relaxes requests already).
     locust = old: {
+      # nixpkgs' yarn build of its own version's UI: not needed, not built.
+      webui = null;
       preBuild = "";
       postPatch = "";
+      postInstall = (old.postInstall or "") + ''
+        test -f "$out/${final.python.sitePackages}/locust/webui/dist/index.html" \
+          || { echo "the locust sdist has no built web UI" >&2; exit 1; }
+      '';
       dependencies =
         (old.dependencies or [ ])
         ++ [
@@ -42,10 +48,7 @@ let
           true
         else
           (old.pythonRelaxDeps or [ ])
-          ++ [
-            "geventhttpclient"
-            "requests"
-          ];
+          ++ [ "geventhttpclient" ];
     };
   };
 
@@ -59,6 +62,10 @@ let
         build-system = map (name: final.${name}) entry.override.buildSystem;
         pypaBuildFlags = [ "--skip-dependency-check" ];
         doCheck = false;
+        # Newer nixpkgs derivations build meta.changelog from a GitHub `src.tag` this source lacks.
+        meta = (old.meta or { }) // {
+          changelog = "https://pypi.org/project/${entry.override.pname}/${entry.override.version}/";
+        };
       }
       // (adjustments.${entry.attr} or (_: { })) old
     );

@@ -13,7 +13,9 @@ in
 {
   name = "workorder-vm-backup";
 
-  # Every shell snippet NixOS generates for this machine passes shellcheck.
+  # Every shell snippet NixOS generates for this machine passes shellcheck. The module itself runs
+  # no generated script (nix/scripts/ are shellchecked by CI), so a failure here points at a
+  # nixpkgs unit; a canary worth having.
   defaults.systemd.enableStrictShellChecks = true;
 
   nodes.machine =

@@ -58,7 +58,9 @@ in
   # machine with KVM; the driver's default (3600 s) would leave no margin on a slow one.
   globalTimeout = 2 * 3600;
 
-  # Every shell snippet NixOS generates for these machines passes shellcheck.
+  # Every shell snippet NixOS generates for these machines passes shellcheck. The module itself
+  # runs no generated script (nix/scripts/ are shellchecked by CI), so a failure here points at a
+  # nixpkgs unit; a canary worth having.
   defaults.systemd.enableStrictShellChecks = true;
 
   nodes.server =
