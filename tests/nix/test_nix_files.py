@@ -143,6 +143,16 @@ def test_vm_loadtest_runs_the_gate_like_the_stack_test():
         assert unit in script
 
 
+def test_vm_loadtest_global_timeout_covers_its_own_waits():
+    """runNixOSTest kills the driver after `globalTimeout` (3600 s by default): it must exceed the
+    longest waits the script allows (the seeded stack coming up, then the load run)."""
+    timeout = nix_eval_json('(import ./nix/tests/vm-loadtest.nix { module = { }; workorder-loadtest = "/nix/store/x"; } '
+                            '{ lib = { }; }).globalTimeout')
+    script = vm_test_script("vm-loadtest")
+    waits = [int(value) for value in re.findall(r"timeout=(\d+)", script)]
+    assert timeout > sum(sorted(waits)[-2:]), (timeout, waits)
+
+
 def test_loadtest_flags_exist():
     cli = read(LOADTEST / "cli.py") + read(LOADTEST / "options.py")
     for flag in ("--host", "--users", "--spawn-rate", "--run-time", "--report-dir", "--password"):
