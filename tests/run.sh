@@ -57,6 +57,7 @@ stamp=.venv/.installed-$(cat backend/constraints.txt backend/pyproject.toml load
 if [ ! -f "$stamp" ]; then
   log "installing Python dependencies (pinned)"
   .venv/bin/pip install -q --disable-pip-version-check -c backend/constraints.txt -e 'backend[test]' -e 'loadtest[test]'
+  .venv/bin/pip install -q --disable-pip-version-check -c backend/constraints.txt ruff   # lint (ruff.toml)
   touch "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
@@ -92,6 +93,8 @@ for stage in "${stages[@]}"; do
     backend) log "backend tests (real PostgreSQL, Redis, gunicorn, daphne)"; (cd backend && python -m pytest -p no:cacheprovider) || status=1 ;;
     loadtest) log "load test suite tests"; (cd loadtest && python -m pytest -p no:cacheprovider) || status=1 ;;
     repo)
+      log "lint: ruff (ruff.toml)"
+      ruff check . || status=1
       log "cross-package tests: Nix files, monitoring rules, CI workflow, production stack"
       nixpkgs_venv
       python -m pytest -p no:cacheprovider -c tests/pytest.ini --rootdir "$ROOT" tests || status=1
