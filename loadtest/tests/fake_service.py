@@ -1,22 +1,31 @@
-"""A tiny in-memory stand-in for the workorder API (issue 2's paths and fields), on loopback.
+"""A tiny in-memory stand-in for the workorder API (its paths and fields), on loopback.
 
 Just enough to drive the Locust suite end to end in unit tests: token login, /me, tasks with
 pagination and filters, claim/assign/progress with the real conflict rules, work orders, catalog,
-users, notifications, statistics. Knobs: ``delay`` (seconds added to every request), ``password``.
+users, notifications, statistics, and the notifications WebSocket. Knobs: ``delay`` (seconds added
+to every request), ``password``, ``notify`` (push notifications), ``conflicts`` (every claim and
+assignment answers 409).
+
+Standard library only: the flake's loadtest-entry-point check runs it with a bare python3. That is
+why the WebSocket side frames by hand (ws_send, ws_read) instead of using a library: websockets is
+a test dependency of backend/ only, and websocket-client is a client.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import json
 import math
 import os
-import struct
 import re
+import signal
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 DEPARTMENTS = (1, 2)
@@ -24,8 +33,8 @@ DEPARTMENTS = (1, 2)
 
 class State:
     def __init__(self, password: str = "secret", operators: int = 20, supervisors: int = 6, makers: int = 6,
-                 tasks: int = 300, notify: bool = True):
-        self.notify = notify
+                 tasks: int = 300, notify: bool = True, conflicts: bool = False):
+        self.notify, self.conflicts = notify, conflicts
         self.lock = threading.Lock()
         self.password = password
         self.users: dict[str, dict] = {}
@@ -63,19 +72,31 @@ def page(items: list, query: dict) -> dict:
             "results": items[(number - 1) * size: number * size]}
 
 
-def send_frame(conn, payload: bytes, opcode: int = 1) -> None:
+def ws_send(conn, payload: bytes, opcode: int = 0x1) -> None:
+    """One unmasked server frame (RFC 6455 5.2): FIN and opcode, the length, the payload."""
     wfile, lock = conn
-    n = len(payload)
-    head = bytes([0x80 | opcode]) + (bytes([n]) if n < 126 else bytes([126]) + struct.pack("!H", n))
+    length = bytes([len(payload)]) if len(payload) < 126 else struct.pack("!BH", 126, len(payload))
     with lock:
-        wfile.write(head + payload)
+        wfile.write(bytes([0x80 | opcode]) + length + payload)
         wfile.flush()
+
+
+def ws_read(rfile) -> tuple[int, bytes]:
+    """One client frame (always masked): (opcode, payload); a close (0x8) at end of stream."""
+    head = rfile.read(2)
+    if len(head) < 2:
+        return 0x8, b""
+    length = head[1] & 0x7F
+    if length >= 126:
+        length = int.from_bytes(rfile.read(2 if length == 126 else 8), "big")
+    mask = rfile.read(4) if head[1] & 0x80 else bytes(4)
+    return head[0] & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(rfile.read(length)))
 
 
 def push(state: State, user_id: int, message: dict) -> None:
     for conn in list(state.sockets.get(user_id, [])):
         try:
-            send_frame(conn, json.dumps(message).encode())
+            ws_send(conn, json.dumps(message).encode())
         except OSError:
             pass
 
@@ -111,46 +132,29 @@ def make_handler(state: State, delay: float):
             self.handle_any("GET")
 
         def websocket(self) -> None:
-            """Minimal RFC 6455 server side: token auth, pushes, mark_read, ping/close."""
-            parts = urlsplit(self.path)
-            auth = self.headers.get("Authorization", "")
-            token = auth[6:] if auth.startswith("Token ") else parse_qs(parts.query).get("token", [""])[0]
-            user = state.tokens.get(token)
-            if parts.path != "/ws/notifications/" or user is None:
-                self.reply(403, {"detail": "forbidden"})
-                return
-            accept = base64.b64encode(hashlib.sha1(
-                (self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+            """The notifications consumer: token auth, pushes, mark_read, ping and close."""
+            user = self.user() or state.tokens.get(parse_qs(urlsplit(self.path).query).get("token", [""])[0])
+            if urlsplit(self.path).path != "/ws/notifications/" or user is None:
+                return self.reply(403, {"detail": "forbidden"})
+            key = self.headers["Sec-WebSocket-Key"] + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
             self.send_response(101)
             self.send_header("Upgrade", "websocket")
             self.send_header("Connection", "Upgrade")
-            self.send_header("Sec-WebSocket-Accept", accept.decode())
+            self.send_header("Sec-WebSocket-Accept", base64.b64encode(hashlib.sha1(key.encode()).digest()).decode())
             self.end_headers()
             self.wfile.flush()
+            self.close_connection = True
             conn = (self.wfile, threading.Lock())
             with state.lock:
                 state.sockets.setdefault(user["id"], []).append(conn)
-            self.close_connection = True
             try:
-                while True:
-                    head = self.rfile.read(2)
-                    if len(head) < 2:
-                        return
-                    opcode, length = head[0] & 0x0F, head[1] & 0x7F
-                    if length == 126:
-                        length = struct.unpack("!H", self.rfile.read(2))[0]
-                    elif length == 127:
-                        length = struct.unpack("!Q", self.rfile.read(8))[0]
-                    mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
-                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
-                    if opcode == 8:
-                        send_frame(conn, payload, opcode=8)
-                        return
-                    if opcode == 9:
-                        send_frame(conn, payload, opcode=10)
-                    elif opcode == 1 and json.loads(payload).get("action") == "mark_read":
+                while (frame := ws_read(self.rfile))[0] != 0x8:
+                    if frame[0] == 0x9:
+                        ws_send(conn, frame[1], opcode=0xA)
+                    elif frame[0] == 0x1 and json.loads(frame[1]).get("action") == "mark_read":
                         with state.lock:
                             state.marked_read += 1
+                ws_send(conn, frame[1], opcode=0x8)
             except (OSError, ValueError):
                 return
             finally:
@@ -207,7 +211,7 @@ def make_handler(state: State, delay: float):
                 if method == "GET" and action is None:
                     return 200, t
                 if method == "POST" and action == "claim":
-                    if t["status"] != "pending" or t["assigned_operator"] is not None:
+                    if t["status"] != "pending" or t["assigned_operator"] is not None or state.conflicts:
                         return 409, {"detail": "Task is no longer claimable."}
                     t.update(assigned_operator=me["id"], status="in_progress")
                     return 200, t
@@ -216,7 +220,7 @@ def make_handler(state: State, delay: float):
                     op = next((u for u in state.users.values() if u["id"] == operator_id), None)
                     if op is None or op["department"] != t["assigned_department"] or op["role"] != "operator":
                         return 400, {"operator_id": ["Not an operator of this task's department."]}
-                    if t["status"] != "pending":
+                    if t["status"] != "pending" or state.conflicts:
                         return 409, {"detail": "Task is not pending."}
                     t.update(assigned_operator=op["id"])
                     state.notifications += 1
@@ -279,7 +283,7 @@ class FakeService:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def __enter__(self) -> "FakeService":
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -293,9 +297,6 @@ def main(argv: list[str] | None = None) -> None:
     """`python fake_service.py --port-file FILE`: serve on a free loopback port (written to FILE)
     until SIGTERM; the flake's loadtest-entry-point check drives the wrapped workorder-loadtest
     against it."""
-    import argparse
-    import signal
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--port-file", required=True)
     args = parser.parse_args(argv)

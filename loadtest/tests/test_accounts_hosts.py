@@ -2,16 +2,18 @@
 
 import pytest
 
-from workorder_loadtest.accounts import AccountPool, parse_username, username
-from workorder_loadtest.hosts import production_reason
+from workorder_loadtest.accounts import AccountPool, seeded_number, username
+from workorder_loadtest.cli import production_reason
 
 SIZES = {"operator": 10, "supervisor": 4, "maker": 3}
 
 
 def test_usernames_follow_the_seed_contract():
     assert username("loadtest", "operator", 7) == "loadtest-operator-0007"
-    assert parse_username("loadtest", "loadtest-supervisor-0012") == ("supervisor", 12)
-    assert parse_username("loadtest", "test_operator") is None
+    assert seeded_number("loadtest", "supervisor", "loadtest-supervisor-0012") == 12
+    assert seeded_number("loadtest", "operator", "loadtest-supervisor-0012") is None
+    assert seeded_number("loadtest", "operator", "test_operator") is None
+    assert seeded_number("loadtest", "operator", None) is None
 
 
 def test_no_duplicates_within_a_process_and_release():
@@ -33,7 +35,11 @@ def test_no_duplicates_across_workers():
 def test_exhausted_pool_wraps_around_and_says_so():
     pool = AccountPool("loadtest", SIZES)
     makers = [pool.acquire("maker") for _ in range(5)]
-    assert [m.reused for m in makers] == [False, False, False, True, True]
+    assert [(m.number, m.reused) for m in makers] == [(1, False), (2, False), (3, False), (1, True), (2, True)]
+    pool.release(makers[3])  # a shared account is not given back
+    assert pool.acquire("maker").reused
+    worker = AccountPool("loadtest", SIZES, worker_index=1, worker_count=2)
+    assert [worker.acquire("supervisor").number for _ in range(4)] == [2, 4, 2, 4]
     empty = AccountPool("loadtest", {"operator": 0})
     with pytest.raises(LookupError):
         empty.acquire("operator")

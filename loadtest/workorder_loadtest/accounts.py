@@ -1,28 +1,23 @@
-"""Hand out seeded accounts (loadtest-<role>-NNNN) to simulated users without duplicates.
-
-Each process numbers its own users per role (0, 1, 2, ...). In a distributed run (``--processes``
-or master/worker), worker ``w`` of ``n`` takes the account numbers ``w+1, w+1+n, w+1+2n, ...``, so
-two workers never hand out the same account as long as ``n`` (Locust's ``--expect-workers``, set
-automatically by ``--processes``) is right. When a role's pool is exhausted, numbering wraps around
-and accounts are shared; that is reported as a warning in the summary.
-"""
-
-from __future__ import annotations
+"""Seeded accounts (``<prefix>-<role>-NNNN``) handed out to simulated users without duplicates.
+Worker ``w`` of ``n`` hands out ``w+1, w+1+n, ...`` (``n``: ``--expect-workers``, set by
+``--processes``), so workers never share one; an exhausted pool wraps around (``reused``, a warning
+in the summary). Users are greenlets and nothing here yields: no lock needed."""
 
 import re
-import threading
 from dataclasses import dataclass
 
-ROLES = ("operator", "supervisor", "maker")
+SEED_HINT = ("seed the accounts with: workorder-manage seed_loadtest --operators N --supervisors N --makers N "
+             "--password PASSWORD (and pass the same --password and pool sizes here)")
 
 
 def username(prefix: str, role: str, number: int) -> str:
     return f"{prefix}-{role}-{number:04d}"
 
 
-def parse_username(prefix: str, name: str) -> tuple[str, int] | None:
-    match = re.fullmatch(re.escape(prefix) + r"-(operator|supervisor|maker)-(\d{4,})", name or "")
-    return (match[1], int(match[2])) if match else None
+def seeded_number(prefix: str, role: str, name: str | None) -> int | None:
+    """The number in a seeded account's name (``loadtest-operator-0007`` -> 7); None for other names."""
+    match = re.fullmatch(rf"{re.escape(prefix)}-{role}-(\d{{4,}})", name or "")
+    return int(match[1]) if match else None
 
 
 @dataclass(frozen=True)
@@ -35,50 +30,33 @@ class Account:
 
 class AccountPool:
     def __init__(self, prefix: str, sizes: dict[str, int], worker_index: int = 0, worker_count: int = 1):
-        if worker_count < 1 or not 0 <= worker_index < max(worker_count, worker_index + 1):
-            raise ValueError("bad worker index/count")
-        self.prefix = prefix
-        self.sizes = {role: int(sizes.get(role, 0)) for role in ROLES}
-        self.worker_index = worker_index
-        self.worker_count = max(worker_count, worker_index + 1)
-        self._next = {role: 0 for role in ROLES}
-        self._in_use: dict[str, set[int]] = {role: set() for role in ROLES}
-        self._lock = threading.Lock()
+        self.prefix, self.sizes = prefix, sizes
+        self.worker_index, self.worker_count = worker_index, max(worker_count, worker_index + 1)
+        self.taken: dict[str, set[int]] = {role: set() for role in sizes}
+        self.wraps = dict.fromkeys(sizes, 0)
 
-    def _own_numbers(self, role: str):
-        """This worker's account numbers for ``role``, in hand-out order."""
+    def own(self, role: str) -> range:  # this worker's numbers of the role, in hand-out order
         return range(self.worker_index + 1, self.sizes[role] + 1, self.worker_count)
 
     def acquire(self, role: str) -> Account:
-        """The next free account of ``role`` for this process (wraps around when exhausted)."""
-        size = self.sizes[role]
-        if size <= 0:
+        """The next free account of ``role`` (shared round-robin once all are taken)."""
+        if self.sizes[role] <= 0:
             raise LookupError(f"the {role} pool is empty (pool size 0)")
-        with self._lock:
-            own = self._own_numbers(role)
-            for number in own:
-                if number not in self._in_use[role]:
-                    self._in_use[role].add(number)
-                    return Account(role, number, username(self.prefix, role, number))
-            # Exhausted: share accounts, round-robin over this worker's numbers (or the whole pool).
-            pool = list(own) or list(range(1, size + 1))
-            number = pool[self._next[role] % len(pool)]
-            self._next[role] += 1
-            return Account(role, number, username(self.prefix, role, number), reused=True)
+        for number in self.own(role):
+            if account := self.claim(role, number):
+                return account
+        numbers = self.own(role) or range(1, self.sizes[role] + 1)
+        number = numbers[self.wraps[role] % len(numbers)]
+        self.wraps[role] += 1
+        return Account(role, number, username(self.prefix, role, number), reused=True)
 
     def claim(self, role: str, number: int) -> Account | None:
-        """Take a specific account if this process has not handed it out yet."""
-        with self._lock:
-            if number in self._in_use[role] or not 1 <= number <= max(self.sizes[role], number):
-                return None
-            self._in_use[role].add(number)
-            return Account(role, number, username(self.prefix, role, number))
+        """That account, unless this process handed it out already."""
+        if number in self.taken[role]:
+            return None
+        self.taken[role].add(number)
+        return Account(role, number, username(self.prefix, role, number))
 
     def release(self, account: Account) -> None:
         if not account.reused:
-            with self._lock:
-                self._in_use[account.role].discard(account.number)
-
-    def in_use(self, role: str) -> set[int]:
-        with self._lock:
-            return set(self._in_use[role])
+            self.taken[account.role].discard(account.number)

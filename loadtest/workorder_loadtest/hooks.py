@@ -1,310 +1,178 @@
-"""Locust event hooks: options, raw-sample collection (shipped from workers to the master), account
-pools, setup errors, and the SLA gate at the end of every run.
+"""The suite's Locust listeners (they register on import): the thresholds and the preflight before
+the run; raw samples per process, shipped from workers to the master on Locust's own worker reports
+(the final one included); setup errors stopping the run; the verdict at ``quitting`` on the process
+that sees every sample (the local runner or the master)."""
 
-Where the gate runs: on the process that owns the aggregated view - the local runner in a plain run,
-the master in ``--processes`` and master/worker runs (workers skip it). Workers send their raw
-samples to the master piggybacked on Locust's own periodic stats report (``report_to_master`` /
-``worker_report``), including the final report a worker sends when it quits, so the master's samples
-cover exactly what Locust's own statistics cover.
-"""
-
-from __future__ import annotations
-
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import gevent
+from locust import __version__ as locust_version
+from locust import events
+from locust.runners import MasterRunner, WorkerRunner
 
-from . import sla
-from .accounts import AccountPool
-from .options import add_to_locust_parser
+from . import gate
+from .accounts import SEED_HINT, username
 
 log = logging.getLogger("workorder_loadtest")
-
 WIRE_KEY = "workorder_sla"
-SETUP_ERROR_MESSAGE = "workorder_setup_error"
 
-
-class Collector:
-    """Raw samples per (request_type, name) plus setup errors and warnings, for one process."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.entries: dict[tuple[str, str], sla.EntrySamples] = {}
-        self.setup_errors: Counter[str] = Counter()
-        self.warnings: Counter[str] = Counter()
-
-    def entry(self, request_type: str, name: str) -> sla.EntrySamples:
-        key = (request_type, name)
-        if key not in self.entries:
-            self.entries[key] = sla.EntrySamples(request_type, name)
-        return self.entries[key]
-
-    def on_request(self, request_type, name, response_time, response_length=0, response=None, context=None,
-                   exception=None, **_kwargs) -> None:
-        failed = exception is not None
-        conflict = bool(isinstance(context, dict) and context.get("conflict"))
-        no_response = failed and request_type in sla.HTTP_METHODS and (
-            response is None or not getattr(response, "status_code", 0))
-        self.entry(request_type, name).add(response_time, failed, conflict=conflict, no_response=no_response)
-
-    def drain(self) -> dict[str, Any]:
-        data = {
-            "entries": [e.to_wire() for e in self.entries.values()],
-            "setup_errors": dict(self.setup_errors),
-            "warnings": dict(self.warnings),
-        }
-        self.reset()
-        return data
-
-    def merge(self, data: dict[str, Any]) -> None:
-        for item in data.get("entries", []):
-            e = sla.EntrySamples.from_wire(item)
-            self.entry(e.request_type, e.name).merge(e)
-        self.setup_errors.update(data.get("setup_errors", {}))
-        self.warnings.update(data.get("warnings", {}))
-
-
-collector = Collector()
-_state: dict[str, Any] = {"pool": None, "thresholds": None, "config_error": None, "started": None,
-                          "samples_since": None}
-
-
-def _runner_kind(environment) -> str:
-    from locust.runners import LocalRunner, MasterRunner, WorkerRunner
-
-    runner = getattr(environment, "runner", None)
-    if isinstance(runner, WorkerRunner):
-        return "worker"
-    if isinstance(runner, MasterRunner):
-        return "master"
-    if isinstance(runner, LocalRunner):
-        return "local"
-    return "none"
-
-
-def account_pool(environment) -> AccountPool:
-    """This process's pool of seeded accounts (worker-aware numbering)."""
-    if _state["pool"] is None:
-        opts = environment.parsed_options
-        index, count = 0, 1
-        if _runner_kind(environment) == "worker":
-            index = max(0, int(getattr(environment.runner, "worker_index", 0) or 0))
-            count = max(index + 1, int(getattr(opts, "expect_workers", 1) or 1))
-        _state["pool"] = AccountPool(
-            getattr(opts, "account_prefix", "loadtest") or "loadtest",
-            {"operator": getattr(opts, "operators", 200), "supervisor": getattr(opts, "supervisors", 50),
-             "maker": getattr(opts, "makers", 50)},
-            worker_index=index, worker_count=count,
-        )
-    return _state["pool"]
-
-
-def warning(environment, message: str) -> None:
-    if message not in collector.warnings:
-        log.warning(message)
-    collector.warnings[message] += 1
+entries: dict[tuple[str, str], gate.Samples] = {}
+setup_errors: Counter[str] = Counter()
+warnings: Counter[str] = Counter()
+run: dict[str, Any] = {}  # environment, thresholds, started_at, samples_since, stopping
 
 
 def setup_error(environment, message: str) -> None:
-    """A problem with the target's setup (accounts, catalog, ...): the run is invalid; stop it early."""
-    kind = _runner_kind(environment)
-    first = message not in collector.setup_errors
-    if first:
+    """The target is not set up for the suite (accounts, catalog): the run is invalid; stop it."""
+    if message not in setup_errors:
         log.error("setup error: %s", message)
-    if kind == "worker":
-        if first:
-            try:
-                environment.runner.send_message(SETUP_ERROR_MESSAGE, {"message": message})
-            except Exception:  # noqa: BLE001 - the final stats report still carries it
-                pass
-        collector.setup_errors[message] += 1
-        return
-    collector.setup_errors[message] += 1
-    if first and kind in ("local", "master"):
-        _quit_soon(environment)
+    setup_errors[message] += 1
+    if not isinstance(environment.runner, WorkerRunner):  # a worker's reaches the master in its report
+        _stop_soon(environment)
 
 
-def _quit_soon(environment) -> None:
-    if _state.get("quitting"):
-        return
-    _state["quitting"] = True
-
-    def stop():
-        log.error("stopping the run: the verdict is already 'invalid'")
-        environment.runner.quit()
-
-    gevent.spawn_later(0.5, stop)
+def warning(message: str) -> None:
+    if message not in warnings:
+        log.warning(message)
+    warnings[message] += 1
 
 
-def _on_setup_error_message(environment, msg, **_kwargs) -> None:
-    message = (msg.data or {}).get("message", "unknown setup error")
-    # counted again by the worker's final report; remember that it happened, and stop the run
-    if message not in collector.setup_errors:
-        log.error("setup error on a worker: %s", message)
-        collector.setup_errors[message] += 0
-        _quit_soon(environment)
+def _stop_soon(environment) -> None:
+    if not run.get("stopping"):
+        run["stopping"] = True
+        gevent.spawn_later(0.5, environment.runner.quit)  # not from inside the user's greenlet
 
 
-# --- event listeners -------------------------------------------------------------------------
-
-def on_init_parser(parser, **_kwargs) -> None:
-    add_to_locust_parser(parser)
-
-
-def on_init(environment, runner=None, **_kwargs) -> None:
-    from .users import NotificationUser
-
+@events.init.add_listener
+def on_init(environment, **_kwargs) -> None:
+    """Before any user starts, on the local runner or the master: the thresholds, then the preflight.
+    A problem ends Locust with exit code 2 (SystemExit passes Locust's guard around listeners)."""
+    run.update(environment=environment, started_at=None, samples_since=None, stopping=False)
     opts = environment.parsed_options
-    ws_users = int(getattr(opts, "ws_users", 2) or 0) if opts is not None else 2
-    NotificationUser.fixed_count = max(0, ws_users)
-    if ws_users <= 0:
-        NotificationUser.weight = 0
-    kind = _runner_kind(environment)
-    if kind in ("master", "local"):
-        try:
-            _state["thresholds"] = thresholds_from_options(opts)
-        except sla.ThresholdError as exc:
-            _state["config_error"] = str(exc)
-            log.error("invalid SLA configuration: %s", exc)
-            gevent.spawn_later(0, environment.runner.quit)
-        if kind == "master":
-            environment.runner.register_message(SETUP_ERROR_MESSAGE, _on_setup_error_message)
-
-
-def thresholds_from_options(opts) -> list[sla.Threshold]:
-    return sla.build_thresholds(
-        file=getattr(opts, "sla_file", "") or None,
-        flags=getattr(opts, "sla", None) or (),
-        avg_ms=getattr(opts, "sla_avg_ms", None),
-        p95_ms=getattr(opts, "sla_p95_ms", None),
-        error_rate=getattr(opts, "sla_error_rate", None),
-    )
-
-
-def on_test_start(environment, **_kwargs) -> None:
-    if _state["started"] is None:
-        _state["started"] = dt.datetime.now(dt.timezone.utc)
-
-
-def on_report_to_master(client_id, data, **_kwargs) -> None:
-    data[WIRE_KEY] = collector.drain()
-
-
-def on_worker_report(client_id, data, **_kwargs) -> None:
-    if WIRE_KEY in data:
-        collector.merge(data[WIRE_KEY])
-
-
-def on_spawning_complete(user_count=None, **_kwargs) -> None:
-    env = _state.get("environment")
-    if env is not None and getattr(env, "reset_stats", False):
-        on_reset_stats()
-
-
-def on_reset_stats(**_kwargs) -> None:
-    collector.reset()
-    _state["samples_since"] = dt.datetime.now(dt.timezone.utc)
-
-
-def run_facts(environment) -> sla.RunFacts:
-    runner = environment.runner
-    exceptions = sum(int(e.get("count", 1)) for e in getattr(runner, "exceptions", {}).values())
-    cpu = bool(getattr(runner, "cpu_warning_emitted", False) or getattr(runner, "worker_cpu_warning_emitted", False))
-    setup = dict(collector.setup_errors)
-    if _state["config_error"]:
-        setup[f"invalid SLA configuration: {_state['config_error']}"] = 1
-    return sla.RunFacts(exceptions=exceptions, cpu_warning=cpu, setup_errors={k: max(v, 1) for k, v in setup.items()},
-                        warnings=dict(collector.warnings))
-
-
-def gate(environment) -> sla.Verdict | None:
-    """Evaluate the SLA, print the table, write the summary, set the process exit code."""
+    if isinstance(environment.runner, WorkerRunner):
+        return
     try:
-        opts = environment.parsed_options
-        thresholds = _state["thresholds"]
-        if thresholds is None:
-            thresholds = [] if _state["config_error"] else thresholds_from_options(opts)
-        verdict = sla.evaluate(collector.entries.values(), thresholds, run_facts(environment),
-                               include_login=bool(getattr(opts, "sla_include_login", False)))
-        sys.stdout.write(sla.render_table(verdict))
-        sys.stdout.flush()
-        summary_file = getattr(opts, "summary_file", "") if opts is not None else ""
-        if summary_file:
-            write_summary(summary_file, environment, verdict)
-        environment.process_exit_code = verdict.exit_code
-        return verdict
-    except Exception:  # noqa: BLE001 - never let a broken gate pass a run
-        log.exception("the SLA gate itself failed; treating the run as invalid")
-        environment.process_exit_code = sla.EXIT_INVALID
-        return None
+        run["thresholds"] = gate.build_thresholds(
+            file=opts.sla_file or None, flags=opts.sla or (), avg_ms=opts.sla_avg_ms, p95_ms=opts.sla_p95_ms,
+            error_rate=opts.sla_error_rate)
+        problem = None if opts.skip_preflight else preflight(environment.host, opts)
+    except gate.ThresholdError as exc:
+        problem = f"invalid SLA configuration: {exc}"
+    if problem:
+        log.error(problem)
+        sys.exit(gate.EXIT_INVALID)
 
 
-def write_summary(path: str, environment, verdict: sla.Verdict) -> None:
-    from locust import __version__ as locust_version
-
-    opts = environment.parsed_options
-    data = verdict.as_dict()
-    data["run"] = {
-        "host": environment.host,
-        "users": getattr(opts, "num_users", None),
-        "spawn_rate": getattr(opts, "spawn_rate", None),
-        "run_time": getattr(opts, "run_time", None),
-        "runner": _runner_kind(environment),
-        "workers": getattr(opts, "expect_workers", None) if _runner_kind(environment) == "master" else None,
-        "ws_users": getattr(opts, "ws_users", None),
-        "sla_file": getattr(opts, "sla_file", "") or None,
-        "include_login_in_http": bool(getattr(opts, "sla_include_login", False)),
-        "started_at": _state["started"].isoformat() if _state["started"] else None,
-        # samples cover [samples_since, ended_at]: later than started_at after --reset-stats
-        "samples_since": (_state.get("samples_since") or _state["started"] or dt.datetime.now(dt.timezone.utc)).isoformat(),
-        "ended_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "locust_version": locust_version,
-        "run_id": os.environ.get("WORKORDER_LOADTEST_RUN_ID"),
-    }
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    os.replace(tmp, path)
+def preflight(host: str | None, opts) -> str | None:
+    """Why the first or the last account of a pool cannot log in, or None."""
+    url = (host or "").rstrip("/") + "/api/auth/login/"
+    for role in ("operator", "supervisor", "maker"):
+        size = getattr(opts, f"{role}s")
+        if size <= 0:
+            return f"preflight: the {role} pool is empty (--{role}s {size})"
+        for number in sorted({1, size}):
+            if problem := login_problem(url, username(opts.account_prefix, role, number), opts.password,
+                                        opts.login_timeout):
+                return f"preflight: {problem}"
+    return None
 
 
+def login_problem(url: str, name: str, password: str, timeout: float) -> str | None:
+    request = urllib.request.Request(url, json.dumps({"username": name, "password": password}).encode(),
+                                     {"Content-Type": "application/json", "Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (OSError, ValueError) as exc:  # URLError, refused, timed out, not a URL
+        return f"host unreachable: POST {url} failed: {getattr(exc, 'reason', exc)}"
+    with contextlib.suppress(ValueError, AttributeError):  # not JSON, or not an object
+        if status == 200 and isinstance(json.loads(raw).get("token"), str):
+            return None
+    if status in (400, 401, 403):
+        return f"login rejected for {name} (HTTP {status}); {SEED_HINT}"
+    return f"login for {name} answered HTTP {status} {raw[:200]!r}: the service is not healthy"
+
+
+@events.request.add_listener
+def on_request(request_type, name, response_time, response=None, exception=None, **_kwargs) -> None:
+    gate.record(entries, request_type, name, response_time, exception is not None,
+                getattr(response, "status_code", None))
+
+
+@events.report_to_master.add_listener
+def on_report_to_master(client_id, data, **_kwargs) -> None:
+    data[WIRE_KEY] = {"entries": [[*key, asdict(s)] for key, s in entries.items()],
+                      "setup_errors": dict(setup_errors), "warnings": dict(warnings)}
+    for shipped in (entries, setup_errors, warnings):
+        shipped.clear()
+
+
+@events.worker_report.add_listener
+def on_worker_report(client_id, data, **_kwargs) -> None:
+    wire = data.get(WIRE_KEY, {})
+    for request_type, name, samples in wire.get("entries", []):
+        entries.setdefault((request_type, name), gate.Samples()).merge(gate.Samples(**samples))
+    setup_errors.update(wire.get("setup_errors", {}))
+    warnings.update(wire.get("warnings", {}))
+    if wire.get("setup_errors"):
+        _stop_soon(run["environment"])
+
+
+@events.test_start.add_listener
+def on_test_start(**_kwargs) -> None:
+    run["started_at"] = run.get("started_at") or dt.datetime.now(dt.UTC)
+
+
+@events.spawning_complete.add_listener
+def on_spawning_complete(**_kwargs) -> None:
+    if run["environment"].reset_stats:  # --reset-stats: drop the ramp-up, like Locust's statistics
+        reset()
+
+
+@events.reset_stats.add_listener
+def reset(**_kwargs) -> None:
+    entries.clear()
+    run["samples_since"] = dt.datetime.now(dt.UTC)
+
+
+@events.quitting.add_listener
 def on_quitting(environment, **_kwargs) -> None:
-    if _runner_kind(environment) == "worker":
+    """The verdict: printed, written to --summary-file, and this process's exit code."""
+    if isinstance(environment.runner, WorkerRunner):
         return
-    gate(environment)
-
-
-_installed = False
-
-
-def install(events) -> None:
-    """Register every listener once per process."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    events.init_command_line_parser.add_listener(on_init_parser)
-
-    def init(environment, runner=None, **kwargs):
-        _state["environment"] = environment
-        on_init(environment, runner=runner, **kwargs)
-
-    events.init.add_listener(init)
-    events.request.add_listener(collector.on_request)
-    events.test_start.add_listener(on_test_start)
-    events.report_to_master.add_listener(on_report_to_master)
-    events.worker_report.add_listener(on_worker_report)
-    events.spawning_complete.add_listener(on_spawning_complete)
-    events.reset_stats.add_listener(on_reset_stats)
-    events.quitting.add_listener(on_quitting)
+    try:
+        opts, runner, now = environment.parsed_options, environment.runner, dt.datetime.now(dt.UTC)
+        verdict = gate.evaluate(
+            entries, run["thresholds"], include_login=opts.sla_include_login, setup_errors=dict(setup_errors),
+            exceptions=sum(e.get("count", 1) for e in runner.exceptions.values()),
+            cpu_warning=bool(runner.cpu_warning_emitted or getattr(runner, "worker_cpu_warning_emitted", False)))
+        print(gate.table(verdict), end="", flush=True)
+        master = isinstance(runner, MasterRunner)
+        verdict |= {"setup_errors": dict(setup_errors), "warnings": dict(warnings), "run": {
+            "run_id": os.environ.get("WORKORDER_LOADTEST_RUN_ID"), "host": environment.host,
+            "runner": "master" if master else "local", "workers": opts.expect_workers if master else None,
+            "users": opts.num_users, "locust_version": locust_version,
+            "started_at": (run["started_at"] or now).isoformat(),
+            # the samples cover [samples_since, ended_at]: later than started_at after --reset-stats
+            "samples_since": (run["samples_since"] or run["started_at"] or now).isoformat(),
+            "ended_at": now.isoformat()}}
+        if opts.summary_file:
+            Path(opts.summary_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(opts.summary_file).write_text(json.dumps(verdict, indent=2) + "\n")
+        environment.process_exit_code = verdict["exit_code"]
+    except Exception:
+        log.exception("the SLA gate failed; the run counts as invalid")
+        environment.process_exit_code = gate.EXIT_INVALID

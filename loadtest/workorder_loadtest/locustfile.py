@@ -1,18 +1,8 @@
-"""Locust entry point of the workorder load test (``locust -f`` this file, or use workorder-loadtest).
+"""What ``locust -f`` loads (workorder-loadtest runs it): the suite's options and listeners, which
+register on import, and the user classes, which Locust finds in this module."""
 
-User classes: WorkOrderUser, SupervisorUser, OperatorUser, MakerUser (weights 1:1:1:1, as in the
-original plan) and NotificationUser (WebSocket, a fixed number set by --ws-users).
-"""
+from workorder_loadtest import hooks, options  # noqa: F401 - imported for their listeners
+from workorder_loadtest.users.notifications import NotificationUser
+from workorder_loadtest.users.roles import MakerUser, OperatorUser, SupervisorUser, WorkOrderUser
 
-from locust import events
-
-from workorder_loadtest import hooks
-from workorder_loadtest.users import (  # noqa: F401 - Locust discovers the classes in this module
-    MakerUser,
-    NotificationUser,
-    OperatorUser,
-    SupervisorUser,
-    WorkOrderUser,
-)
-
-hooks.install(events)
+__all__ = ["MakerUser", "NotificationUser", "OperatorUser", "SupervisorUser", "WorkOrderUser"]
