@@ -4,6 +4,7 @@ import os
 
 import dj_database_url
 import pytest
+
 from harness.services import PostgresServer
 
 
@@ -37,3 +38,12 @@ def django_db_modify_db_settings(postgres_server, django_db_modify_db_settings_p
         except (AttributeError, KeyError):
             pass
     assert "postgresql" in settings.DATABASES["default"]["ENGINE"], "the test suite runs on PostgreSQL only"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """No test sees what another left in the Django cache (pagination counts, statistics)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

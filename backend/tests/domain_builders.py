@@ -108,3 +108,7 @@ class Shop:
     def tasks(self, wo: WorkOrder):
         first, second = list(wo.tasks.order_by("sequence"))
         return first, second
+
+    def long_order(self, steps: int) -> WorkOrder:
+        """An approved work order with `steps` tasks, all in cutting (one bulk INSERT of tasks)."""
+        return approved_work_order(self.maker, product_with_routing(*[self.cutting] * steps), self.cut_sup)

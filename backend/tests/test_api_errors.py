@@ -90,8 +90,12 @@ def test_page_past_the_end_is_404_json(shop):
 
 
 def test_page_size_above_maximum_is_clamped_to_100(shop):
+    shop.long_order(105)  # 107 tasks in all
     response = b.client(shop.admin).get("/api/tasks/?page_size=100000")
     assert response.status_code == 200
+    body = response.json()
+    assert (len(body["results"]), body["count"]) == (100, 107)
+    assert len(b.client(shop.admin).get(body["next"]).json()["results"]) == 7
 
 
 @pytest.mark.parametrize("path", ["/api/tasks/999999/", "/api/tasks/abc/", "/api/tasks/99999999999999999999999/",

@@ -52,7 +52,7 @@ class Row:
 
     def expect(self) -> dict:
         assert len(self.expected) == len(SUBJECTS), self.action
-        return dict(zip(SUBJECTS, self.expected))
+        return dict(zip(SUBJECTS, self.expected, strict=True))
 
 
 L, H = "200 listed", "200 hidden"
@@ -199,7 +199,9 @@ def render_markdown() -> str:
         "",
         "## Outside the API",
         "",
-        "- `/admin/`: Django admin, staff users only (session login).",
+        "- `/admin/`: Django admin, staff users only (session login). The state of work orders and tasks is",
+        "  read-only there; its actions (approve, reject, assign, complete) call the same services as the API,",
+        "  with the same rules; tested in `backend/tests/test_admin_site.py`.",
         "- `/metrics/`: allowed only from `WORKORDER_METRICS_ALLOWED_NETWORKS` (loopback by default) or with",
         "  `Authorization: Bearer <WORKORDER_METRICS_TOKEN>`; anything else is 403. nginx denies `/metrics`",
         "  outright (403): Prometheus scrapes gunicorn's loopback listener. Tested in",
@@ -218,7 +220,7 @@ class World:
     users: dict = field(default_factory=dict)
 
     @classmethod
-    def build(cls) -> "World":
+    def build(cls) -> World:
         from tests import domain_builders as b
 
         shop = b.Shop()

@@ -19,11 +19,12 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
 import pytest
+
 from harness.services import PostgresServer
 
 SET_RE = re.compile(r"^workorder-\d{8}T\d{6}Z$")
@@ -50,6 +51,14 @@ CREATE TABLE empty_table (id int);
 CREATE VIEW open_orders AS SELECT * FROM work_order WHERE state <> 'done';
 SELECT setval('customer_id_seq', 5000);
 """
+
+
+def skip_outside_ci(reason: str):
+    """Skip where the machine cannot do this (a laptop, a container without privileges); in CI (the
+    variable CI set) the environment must allow it, so the test fails instead of vanishing silently."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}, and CI is set: the CI environment must provide it")
+    pytest.skip(reason)
 
 
 # -- fixtures --------------------------------------------------------------------------------------
@@ -251,8 +260,8 @@ def test_verify_restore_row_counts_are_exact_while_the_application_keeps_writing
 
 
 def test_tool_imports_no_django_and_needs_no_secret_key(tool):
-    probe = subprocess.run([sys.executable, "-c", "import sys, workorder.backup.cli, workorder.backup.operations; "
-                            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"],
+    probe = subprocess.run([sys.executable, "-c", ("import sys, workorder.backup.cli, workorder.backup.operations; "
+                            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))")],
                            env=tool.env, capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "[]"
     assert not any(key.startswith("DJANGO_") for key in tool.env)
@@ -400,7 +409,7 @@ def test_backup_into_an_immutable_directory_fails_and_keeps_earlier_backups(tool
     tool.ok("backup")
     earlier = tool.sets()
     if subprocess.run(["chattr", "+i", str(tool.backup_dir)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i not supported on this filesystem")
+        skip_outside_ci("chattr +i is not supported here (needs CAP_LINUX_IMMUTABLE and a filesystem with it)")
     try:
         proc = tool.run("backup")
     finally:
@@ -431,11 +440,12 @@ def test_pg_dump_failing_midway_with_disk_full_leaves_no_partial_file(tool, tmp_
 
 
 def test_disk_full_while_archiving_media_fails_and_keeps_earlier_backups(tool, tmp_path):
-    """A real ENOSPC: the backup directory on a 512 KiB tmpfs (needs mount privileges, else skipped)."""
+    """A real ENOSPC: the backup directory on a 512 KiB tmpfs (needs mount privileges, else skipped;
+    in CI a failure)."""
     tool.backup_dir.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(tool.backup_dir)],
                       capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+        skip_outside_ci("cannot mount a tmpfs here (needs mount privileges)")
     try:
         tool.ok("backup", "--no-media")
         earlier = tool.sets()
@@ -510,7 +520,7 @@ def test_a_second_concurrent_run_is_refused_by_the_lock(tool):
 # -- retention -------------------------------------------------------------------------------------
 def make_fake_set(directory: Path, age_days: float, verified: bool = True) -> str:
     """A complete-looking set whose timestamp (its name) is age_days in the past."""
-    when = datetime.now(timezone.utc) - timedelta(days=age_days)
+    when = datetime.now(UTC) - timedelta(days=age_days)
     name = "workorder-" + when.strftime("%Y%m%dT%H%M%SZ")
     path = directory / name
     path.mkdir(parents=True)
@@ -592,10 +602,17 @@ def test_metrics_after_success_describe_the_new_backup(tool):
     text = tool.metrics_file.read_text()
     assert "# TYPE workorder_backup_last_success_timestamp_seconds gauge" in text
     assert not [p for p in tool.metrics_file.parent.iterdir() if p.name != tool.metrics_file.name]  # no temp file
+
+
+def test_metrics_textfile_passes_promtool(tool):
     promtool = shutil.which("promtool")
-    if promtool:
-        lint = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
-        assert lint.returncode == 0, lint.stdout + lint.stderr
+    if promtool is None:
+        skip_outside_ci("promtool is not installed: the textfile format cannot be linted")
+    tool.ok("backup")
+    tool.run("backup", env={"DATABASE_URL": tool.server.url("nope")})  # a failed run's metrics too
+    lint = subprocess.run([promtool, "check", "metrics"], input=tool.metrics_file.read_text(), capture_output=True,
+                          text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def test_metrics_after_failure_keep_the_last_success_and_report_the_failed_run(tool):
@@ -728,6 +745,15 @@ def test_pg_binaries_are_found_without_path_via_debian_locations(monkeypatch, tm
 
 
 # -- units without a server ------------------------------------------------------------------------
+def test_environment_gaps_skip_on_a_laptop_and_fail_in_ci(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no chattr"):
+        skip_outside_ci("no chattr")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no chattr, and CI is set"):
+        skip_outside_ci("no chattr")
+
+
 def test_password_from_database_url_is_kept_off_command_lines(monkeypatch):
     from workorder.backup.pg import Database
 
@@ -755,7 +781,7 @@ def test_retention_plan_counts_only_verified_sets_and_never_goes_below_keep_at_l
     def sets(*specs):
         return [load_set(tmp_path / make_fake_set(tmp_path, age, verified)) for age, verified in specs]
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     # nothing verified, all old: the newest 3 stay anyway
     all_old = sets((50, False), (51, False), (52, False), (53, False))
     keep, remove = plan_retention(all_old, now, 30, 3)

@@ -1,4 +1,4 @@
-"""The OpenAPI schema generates without warnings and documents the API contract of issue 2."""
+"""The OpenAPI schema generates without warnings and documents the whole API; / leads to its docs."""
 
 import io
 
@@ -44,3 +44,8 @@ def test_schema_and_docs_are_served():
     api = b.client(b.admin())
     assert api.get("/api/schema/").status_code == 200
     assert api.get("/api/docs/").status_code == 200
+
+
+def test_the_root_redirects_to_the_api_docs():
+    response = b.client().get("/")
+    assert response.status_code == 302 and response["Location"] == "/api/docs/"

@@ -1,4 +1,4 @@
-"""Every business rule of issue 2, exercised through the REST API (DRF APIClient, real PostgreSQL)."""
+"""Every business rule of work orders and tasks, exercised through the REST API (DRF APIClient, real PostgreSQL)."""
 
 import datetime as dt
 import re
@@ -342,7 +342,7 @@ def test_claim_notifies_department_supervisors_and_maker(shop):
 
 
 def test_completion_notifies_supervisors_and_maker_and_work_order_completion_notifies_maker(shop):
-    wo, first, second = claimed(shop, quantity=2)
+    _, first, second = claimed(shop, quantity=2)
     Notification.objects.all().delete()
     post(shop.cut_op, f"/api/tasks/{first.pk}/update_progress/", {"quantity": 2})
     assert kinds_for(shop.cut_sup) == ["task_completed"]
@@ -353,17 +353,17 @@ def test_completion_notifies_supervisors_and_maker_and_work_order_completion_not
 
 
 def test_notifications_are_pushed_after_commit_only(shop, monkeypatch, django_capture_on_commit_callbacks):
-    from workorder.notifications import realtime
+    from workorder.notifications import delivery
 
     pushed = []
-    monkeypatch.setattr(realtime, "push", lambda rows: pushed.append([n.recipient_id for n in rows]))
+    monkeypatch.setattr(delivery, "push", lambda rows: pushed.append([n.recipient_id for n in rows]))
     wo = b.work_order(shop.maker, shop.product)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         post(shop.cut_sup, f"/api/workorders/{wo.pk}/approve/")
     assert pushed == []  # nothing before commit
     for callback in callbacks:
         callback()
-    assert sorted(sum(pushed, [])) == sorted([shop.maker.pk, shop.weld_sup.pk])
+    assert sorted(recipient for batch in pushed for recipient in batch) == sorted([shop.maker.pk, shop.weld_sup.pk])
 
 
 def test_a_failed_action_creates_no_notifications(shop):

@@ -12,12 +12,12 @@ import json
 import time
 
 import pytest
-from harness.app import DaphneServer, GunicornServer, wait_for
-from harness.services import RedisServer, free_port
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.runtime_support import SETUP_USERS, create_database, manage, run_python, server_env
+from harness.app import DaphneServer, GunicornServer, wait_for
+from harness.services import RedisServer, free_port
+from tests.runtime_support import SETUP_USERS, create_database, manage, random_token, run_python, server_env
 
 pytestmark = pytest.mark.services
 
@@ -74,6 +74,15 @@ def create_and_approve_work_order(runtime) -> tuple[int, float]:
     return order["id"], time.monotonic()
 
 
+def wait_subscribed(*sockets) -> None:
+    """Each socket answered a message, so its connect() has finished, group_add included: the consumer
+    handles a connection's messages one after the other, connect first."""
+    for ws in sockets:
+        ws.send(json.dumps({"action": "ping"}))
+        reply = json.loads(ws.recv(timeout=5))
+        assert reply["type"] == "error" and "unknown action" in reply["error"], reply
+
+
 def receive_notification(ws, timeout: float = 1.0) -> dict:
     message = json.loads(ws.recv(timeout=timeout))
     assert message["type"] == "notification", message
@@ -83,9 +92,8 @@ def receive_notification(ws, timeout: float = 1.0) -> dict:
 # --- authentication ------------------------------------------------------------------------------
 @pytest.mark.parametrize("token", [None, "", "not-a-real-token", "0" * 40])
 def test_missing_or_wrong_token_is_closed_with_4401(runtime, token):
-    with ws_connect(runtime["daphne"], token) as ws:
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=5)
+    with ws_connect(runtime["daphne"], token) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
@@ -100,23 +108,39 @@ def test_valid_token_is_accepted_in_every_documented_way(runtime, mode):
 
 
 def test_foreign_origin_is_refused(runtime):
-    with pytest.raises(InvalidStatus) as refused:
-        with ws_connect(runtime["daphne"], runtime["users"]["rt_maker"]["token"], origin="http://evil.example"):
-            pass
+    with pytest.raises(InvalidStatus) as refused, \
+            ws_connect(runtime["daphne"], runtime["users"]["rt_maker"]["token"], origin="http://evil.example"):
+        pass
     assert refused.value.response.status_code == 403
 
 
+def disconnects_logged(daphne) -> int:
+    return daphne.log_text().count("WSDISCONNECT /ws/notifications/")
+
+
 def test_token_never_appears_in_daphne_log(runtime):
-    token = runtime["users"]["rt_maker"]["token"]
-    with ws_connect(runtime["daphne"], token, extra_query="&x=1") as ws:
+    token, daphne = runtime["users"]["rt_maker"]["token"], runtime["daphne"]
+    before = disconnects_logged(daphne)
+    with ws_connect(daphne, token, extra_query="&x=1") as ws:
         ws.send(json.dumps({"action": "mark_read", "id": 999999}))
         ws.recv(timeout=5)
-    with ws_connect(runtime["daphne"], "wrong" + token):
+    with ws_connect(daphne, "wrong" + token):
         pass
-    time.sleep(0.3)
-    log = runtime["daphne"].log_text()
-    assert "/ws/notifications/" in log, log[-2000:]
+    wait_for(lambda: disconnects_logged(daphne) >= before + 2, timeout=10, what="both disconnects in daphne's log")
+    log = daphne.log_text()
     assert token not in log
+
+
+def test_token_in_a_plain_http_request_never_appears_in_daphne_log(runtime):
+    """GET /ws/notifications/?token=... without an Upgrade: daphne serves it as HTTP (Django: 404) and
+    logs the request without its query string (workorder.daphne_main's sanitising server)."""
+    daphne, secret = runtime["daphne"], "plain-" + random_token()
+    status, _, _ = daphne.request("GET", f"/ws/notifications/?token={secret}&x=1")
+    assert status == 404
+    line = wait_for(lambda: [line for line in daphne.log_text().splitlines()
+                             if "GET /ws/notifications/" in line and '" 404 ' in line],
+                    timeout=10, what="the request in daphne's access log")
+    assert secret not in daphne.log_text(), line
 
 
 # --- delivery ------------------------------------------------------------------------------------
@@ -125,7 +149,7 @@ def test_notification_from_gunicorn_reaches_both_connections_of_the_user_within_
     with ws_connect(daphne, users["rt_maker"]["token"]) as first, \
             ws_connect(daphne, users["rt_maker"]["token"], mode="header") as second, \
             ws_connect(daphne, users["rt_other"]["token"]) as bystander:
-        time.sleep(0.2)  # group_add has completed once connect() returned; a little slack for CI
+        wait_subscribed(first, second, bystander)
         order_id, approved_at = create_and_approve_work_order(runtime)
         got_first = receive_notification(first, timeout=1.0)
         got_second = receive_notification(second, timeout=1.0)
@@ -143,6 +167,7 @@ def test_notification_created_in_another_process_by_notify(runtime):
     """notify() in a separate process (a management shell) pushes through Redis to daphne."""
     users = runtime["users"]
     with ws_connect(runtime["daphne"], users["rt_operator"]["token"]) as ws:
+        wait_subscribed(ws)
         code = (
             "import json; from django.db import transaction\n"
             "from workorder.notifications.services import notify\n"
@@ -158,6 +183,7 @@ def test_notification_created_in_another_process_by_notify(runtime):
 def test_mark_read_over_the_socket_only_for_own_notifications(runtime):
     users, gunicorn = runtime["users"], runtime["gunicorn"]
     with ws_connect(runtime["daphne"], users["rt_maker"]["token"]) as ws:
+        wait_subscribed(ws)
         create_and_approve_work_order(runtime)
         notification = receive_notification(ws)
         # someone else cannot mark it read
@@ -197,7 +223,7 @@ def test_websocket_connection_gauge_counts_open_sockets(runtime):
         assert name in text
 
 
-# --- health and readiness (stops Redis: keep these last in the module) -------------------------
+# --- health and readiness (the outage test restarts Redis and proves delivery works again before it ends) ---
 def test_health_and_ready(runtime):
     gunicorn = runtime["gunicorn"]
     status, _, body = gunicorn.request("GET", "/health/", headers={"Host": "not-an-allowed-host.example"})
@@ -224,6 +250,6 @@ def test_ready_is_503_naming_redis_while_it_is_down_and_requests_still_succeed(r
     assert "realtime push of 1 notification(s) skipped" in gunicorn.log_text()
     # and delivery works again after Redis is back (daphne reconnects by itself)
     with ws_connect(runtime["daphne"], runtime["users"]["rt_maker"]["token"]) as ws:
-        time.sleep(0.2)
+        wait_subscribed(ws)
         create_and_approve_work_order(runtime)
         assert receive_notification(ws, timeout=2.0)["kind"] == "work_order_approved"

@@ -10,13 +10,13 @@ import signal
 import socket
 import stat
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+
 from harness.app import DaphneServer, GunicornServer, daphne_argv, gunicorn_argv, wait_for
 from harness.services import RedisServer, free_port
-
 from tests.runtime_support import SECRET_KEY, create_database, manage, script, server_env
 
 pytestmark = pytest.mark.services
@@ -122,6 +122,23 @@ def test_killed_worker_is_replaced_and_its_counts_are_kept(restricted_gunicorn):
 
 
 # --- graceful shutdown -----------------------------------------------------------------------
+def accepted_connections(server_port: int, client_ports: set[int]) -> int:
+    """Connections from `client_ports` to `server_port` that the server has accept()ed. In
+    /proc/net/tcp a connection still waiting in the listen queue has no socket inode yet."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local_port, remote_port = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+            if local_port == server_port and remote_port in client_ports and fields[9] != "0":
+                count += 1
+    return count
+
+
 def test_gunicorn_sigterm_lets_in_flight_requests_finish(database, redis, tmp_path):
     env = server_env(tmp_path, database, redis.url(), GUNICORN_GRACEFUL_TIMEOUT=20)
     server = GunicornServer(env, tmp_path / "g", port=free_port(), workers=2).start()
@@ -133,9 +150,11 @@ def test_gunicorn_sigterm_lets_in_flight_requests_finish(database, redis, tmp_pa
             sock.sendall(b"POST /api/auth/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body[:10])
             clients.append(sock)
-        time.sleep(0.5)  # the workers are now reading these requests
+        ports = {sock.getsockname()[1] for sock in clients}
+        wait_for(lambda: accepted_connections(server.port, ports) == 3, timeout=10,
+                 what="the 3 connections accepted by the workers")
         server.signal(signal.SIGTERM)  # the master only, like systemd
-        time.sleep(0.5)
+        wait_for(lambda: "Handling signal: term" in server.log_text(), timeout=10, what="gunicorn handling SIGTERM")
         assert server.process.alive(), "gunicorn must wait for in-flight requests"
         for sock in clients:
             sock.sendall(body[10:])
@@ -183,8 +202,8 @@ def test_missing_secret_key_is_one_line_and_exit(tmp_path, program):
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert result.returncode != 0
     lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-    assert lines == ["workorder: configuration error: DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set; "
-                     "it is required unless DJANGO_DEBUG=1"], lines
+    assert lines == [("workorder: configuration error: DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set; "
+                      "it is required unless DJANGO_DEBUG=1")], lines
 
 
 @pytest.mark.parametrize("bind", ["0.0.0.0:8002", "192.0.2.1:8002", "example.com:8002", "[::]:8002", "relative.sock"])
@@ -248,6 +267,25 @@ def test_gunicorn_wipes_the_multiprocess_directory_on_start(database, redis, tmp
     assert re.search(r'"GET /metrics/ HTTP/1.1" 200 \d+ \d+ms', log), log[-1500:]
 
 
+def test_embedded_default_creates_its_state_directory(tmp_path):
+    """A fresh checkout has no state directory: SQLite cannot create it, so the settings do."""
+    state = tmp_path / "fresh" / "nested" / "state"
+    env = server_env(tmp_path, None, None, WORKORDER_STATE_DIR=state)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    assert (state / "workorder.sqlite3").is_file()
+
+
+def test_a_state_directory_that_cannot_be_created_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = server_env(tmp_path, None, None, WORKORDER_STATE_DIR=blocker / "state")
+    result = manage(env, "migrate", "--noinput", check=False)
+    assert result.returncode == 2
+    lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+    assert lines == [(f"workorder: configuration error: cannot create the state directory {blocker / 'state'} "
+                      "(WORKORDER_STATE_DIR): Not a directory")], lines
+
+
 # --- production settings -----------------------------------------------------------------------
 def test_check_deploy_prints_no_warnings_with_production_settings(tmp_path):
     env = server_env(tmp_path, "postgres://workorder@127.0.0.1:5432/workorder", "redis://127.0.0.1:6379/0",
@@ -263,7 +301,7 @@ def test_secret_key_from_file(tmp_path):
     key_file = tmp_path / "secret"
     key_file.write_text(SECRET_KEY + "\n")
     env = _without_secret(tmp_path, DJANGO_SECRET_KEY_FILE=key_file)
-    code = "from django.conf import settings; print(settings.SECRET_KEY == %r)" % SECRET_KEY
+    code = f"from django.conf import settings; print(settings.SECRET_KEY == {SECRET_KEY!r})"
     result = manage(env, "shell", "-c", code)
     assert result.stdout.strip().splitlines()[-1] == "True"
 
@@ -279,7 +317,7 @@ def test_secrets_from_systemd_credentials(tmp_path):
     env = _without_secret(tmp_path, CREDENTIALS_DIRECTORY=credentials,
                           DATABASE_URL="postgresql://workorder@127.0.0.1:5432/workorder")
     code = ("from django.conf import settings; "
-            "print(settings.SECRET_KEY == %r, settings.DATABASES['default']['PASSWORD'])" % SECRET_KEY)
+            f"print(settings.SECRET_KEY == {SECRET_KEY!r}, settings.DATABASES['default']['PASSWORD'])")
     result = manage(env, "shell", "-c", code)
     assert result.stdout.strip().splitlines()[-1] == "True db-secret"
 

@@ -30,11 +30,10 @@ import pytest
 # of this suite skips the fuzzing; the Debian CI, which installs it from PyPI, runs it.
 pytest.importorskip("schemathesis", reason="schemathesis is PyPI only (not in nixpkgs)")
 
+import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-
-import schemathesis
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -43,6 +42,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
 from tests import domain_builders as b
 from workorder.production.models import Task, WorkOrder
 

@@ -9,6 +9,7 @@ from django.utils import timezone
 from tests import domain_builders as b
 from workorder.production import services
 from workorder.production.models import Task
+from workorder.production.states import TaskStatus
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,9 @@ def by_department(rows, shop):
 
 def test_task_summary_counts_tasks_by_status_overall_and_per_department(shop):
     body = b.client(shop.cut_op).get("/api/statistics/task_summary/").json()
-    assert body["by_status"] == {"pending": 2, "in_progress": 1, "completed": 1, "cancelled": 0}
+    # one count per task status, 0 where there is none (cancelled here)
+    assert body["by_status"] == {**dict.fromkeys(TaskStatus.values, 0), "pending": 2, "in_progress": 1, "completed": 1}
+    assert list(body["by_status"]) == list(TaskStatus.values)
     assert body["total"] == 4
     rows = by_department(body["departments"], shop)
     assert rows[shop.cutting.pk]["completed"] == 1 and rows[shop.cutting.pk]["pending"] == 1

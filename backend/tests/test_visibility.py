@@ -104,7 +104,8 @@ def test_notifications_list_shows_only_your_own_newest_first_and_unread_filter(s
 def test_notification_body_matches_the_websocket_message_fields(shop):
     row = b.client(shop.maker).get("/api/notifications/").json()["results"][0]
     assert set(row) == {"id", "kind", "message", "object", "read_at", "created_at"}
-    assert row["object"] == {"type": "production.workorder", "id": row["object"]["id"]}
+    assert row["kind"] == "work_order_approved"
+    assert row["object"] == {"type": "production.workorder", "id": shop.wo.pk}
 
 
 def test_notification_without_object_has_null_object(shop):

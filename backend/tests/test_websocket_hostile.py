@@ -16,11 +16,11 @@ import struct
 import time
 
 import pytest
-from harness.app import DaphneServer
-from harness.services import RedisServer, free_port
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from harness.app import DaphneServer
+from harness.services import RedisServer, free_port
 from tests.runtime_support import SETUP_USERS, create_database, manage, run_python, server_env
 
 pytestmark = pytest.mark.services
@@ -119,7 +119,7 @@ def server_closes(sock: socket.socket, timeout: float = 10.0) -> bytes:
                 return data
     except (ConnectionResetError, BrokenPipeError):
         return data
-    except socket.timeout:
+    except TimeoutError:
         raise AssertionError(f"the server kept the connection open (received {data[:100]!r})") from None
     finally:
         sock.close()
@@ -155,8 +155,9 @@ def test_garbage_after_the_handshake_closes_only_that_connection(server, healthy
 
 # --- oversized and junk messages -------------------------------------------------------------------
 def test_oversized_message_is_refused(server, healthy):
-    """2 MiB in one message (daphne caps messages at 64 KiB): the server drops that connection, with
-    close code 1009 (message too big) or by closing the TCP connection outright."""
+    """2 MiB in one message (daphne caps messages at 64 KiB): the server drops that connection. Its close
+    frame (1009) never arrives: the server closes with most of the message unread, so the kernel resets
+    the connection and the client sees it end without a close frame."""
     with connect(ws_url(server, server["users"]["rt_maker"]["token"]), origin=ORIGIN, open_timeout=10,
                  max_size=None) as ws:
         try:
@@ -166,7 +167,7 @@ def test_oversized_message_is_refused(server, healthy):
             code = closed.rcvd.code if closed.rcvd else None
         except (ConnectionResetError, BrokenPipeError):
             code = None
-    assert code in (1009, None), code
+    assert code is None, code
     assert_healthy(healthy)
 
 
@@ -180,25 +181,29 @@ def test_oversized_message_in_raw_frames_is_refused(server, healthy):
     assert_healthy(healthy)
 
 
-@pytest.mark.parametrize("message", [
-    "x" * 5000,                                  # above the consumer's 4096 characters, below the frame cap
-    b"\x00\x01binary",                           # binary frames are not part of the protocol
-    "not json", "[1, 2]", "null", '"str"',
-    json.dumps({"action": "mark_read", "id": 2**70}),
-    json.dumps({"action": "mark_read", "id": -1}),
-    json.dumps({"action": "mark_read", "id": True}),
-    json.dumps({"action": "\x00" * 100}),
-    "[" * 1500 + "]" * 1500,                       # nested deeper than the JSON parser's recursion limit
-    '{"a":' * 800 + "1" + "}" * 800,
+SMALL_JSON = {"type": "error", "error": "expected a small JSON text message"}
+NOT_AN_OBJECT = {"type": "error", "error": "expected a JSON object"}
+INVALID_JSON = {"type": "error", "error": "invalid JSON"}
+NEEDS_AN_ID = {"type": "error", "error": "mark_read needs an integer id"}
+
+
+@pytest.mark.parametrize("message, reply", [
+    ("x" * 5000, SMALL_JSON),  # above the consumer's 4096 characters, below the frame cap
+    (b"\x00\x01binary", SMALL_JSON),  # binary frames are not part of the protocol
+    ("not json", INVALID_JSON), ("[1, 2]", NOT_AN_OBJECT), ("null", NOT_AN_OBJECT), ('"str"', NOT_AN_OBJECT),
+    # an id no row can have: looked up, not found, not a crash
+    (json.dumps({"action": "mark_read", "id": 2**70}), {"type": "mark_read", "id": 2**70, "ok": False}),
+    (json.dumps({"action": "mark_read", "id": -1}), NEEDS_AN_ID),
+    (json.dumps({"action": "mark_read", "id": True}), NEEDS_AN_ID),
+    (json.dumps({"action": "\x00" * 100}), {"type": "error", "error": f"unknown action {chr(0) * 50!r}"}),
+    ("[" * 1500 + "]" * 1500, INVALID_JSON),  # nested deeper than the JSON parser's recursion limit
+    ('{"a":' * 800 + "1" + "}" * 800, SMALL_JSON),  # 4801 characters
 ], ids=["too-long", "binary", "not-json", "array", "null", "string", "id-overflow", "id-negative", "id-bool",
         "nul-action", "deep-array", "deep-object"])
-def test_junk_messages_get_an_error_reply_and_the_connection_stays(server, healthy, message):
+def test_junk_messages_get_an_error_reply_and_the_connection_stays(server, healthy, message, reply):
     with connect(ws_url(server, server["users"]["rt_maker"]["token"]), origin=ORIGIN, open_timeout=10) as ws:
         ws.send(message)
-        reply = json.loads(ws.recv(timeout=5))
-        assert reply["type"] in ("error", "mark_read"), reply
-        if reply["type"] == "mark_read":
-            assert reply["ok"] is False
+        assert json.loads(ws.recv(timeout=5)) == reply
         assert_healthy(ws)  # this connection is still usable, too
     assert_healthy(healthy)
 
@@ -218,12 +223,8 @@ def test_a_burst_of_messages_is_answered_in_order(server, healthy):
                          ids=["none", "empty", "short", "wrong", "41-chars", "10k", "nul", "nul-inside",
                               "bad-utf8", "sql", "rtl"])
 def test_unauthenticated_connections_are_closed_with_4401(server, healthy, token):
-    try:
-        with connect(ws_url(server, token), origin=ORIGIN, open_timeout=10) as ws:
-            code = closed_code(ws)
-        assert code == 4401, code
-    except InvalidStatus as refused:  # a request line too long for the server is refused before upgrading
-        assert 400 <= refused.response.status_code < 500, refused.response.status_code
+    with connect(ws_url(server, token), origin=ORIGIN, open_timeout=10) as ws:
+        assert closed_code(ws) == 4401
     assert_healthy(healthy)
 
 
@@ -237,10 +238,10 @@ def test_many_unauthenticated_connections_at_once_do_not_disturb_others(server, 
 
 
 def test_foreign_origin_is_refused_before_upgrade(server, healthy):
-    with pytest.raises(InvalidStatus) as refused:
-        with connect(ws_url(server, server["users"]["rt_maker"]["token"]), origin="http://evil.example",
-                     open_timeout=10):
-            pass
+    with pytest.raises(InvalidStatus) as refused, \
+            connect(ws_url(server, server["users"]["rt_maker"]["token"]), origin="http://evil.example",
+                    open_timeout=10):
+        pass
     assert refused.value.response.status_code == 403
     assert_healthy(healthy)
 
@@ -254,7 +255,7 @@ def test_plain_http_and_half_open_handshakes_do_not_block_others(server, healthy
     plain.sendall(b"GET /ws/notifications/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
     plain.settimeout(10)
     answer = plain.recv(4096)
-    assert answer.startswith(b"HTTP/1.1 4") or answer == b"", answer[:100]  # no upgrade, no crash
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:100]  # served as plain HTTP: no upgrade, no crash
     # while those hang around, a new legitimate client connects and works
     with connect(ws_url(server, server["users"]["rt_maker"]["token"]), origin=ORIGIN, open_timeout=10) as ws:
         assert_healthy(ws)

@@ -11,7 +11,6 @@ from workorder.production.views import TaskViewSet, WorkOrderViewSet
 from workorder.statistics.views import CollaborationView, DepartmentWorkloadView, TaskSummaryView
 
 
-
 def api_not_found(request, *args, **kwargs):
     """Unknown paths under /api/ answer with the JSON error shape, not Django's HTML page."""
     return JsonResponse({"detail": "Not found.", "code": "not_found", "errors": {}}, status=404)

@@ -5,24 +5,20 @@ alone is a complete development server.
 """
 
 import os
-import sys
+
+from workorder.core.env import configuration_errors
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workorder.settings")
 
-from django.core.exceptions import ImproperlyConfigured  # noqa: E402
-
-try:
+with configuration_errors():
     from django.core.asgi import get_asgi_application
 
     django_asgi_app = get_asgi_application()  # sets up Django before the consumers import models
-except ImproperlyConfigured as exc:
-    print(f"workorder: configuration error: {exc}", file=sys.stderr)
-    raise SystemExit(2) from None
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
 
-from workorder.notifications.realtime import websocket_urlpatterns  # noqa: E402
+from workorder.notifications.consumers import websocket_urlpatterns
 
 application = ProtocolTypeRouter(
     {

@@ -24,6 +24,8 @@ import sys
 from importlib import import_module
 from urllib.parse import urlsplit, urlunsplit
 
+from workorder.core.env import ConfigurationError, configuration_errors, env
+
 DEFAULT_BIND = "127.0.0.1:8002"
 APPLICATION = "workorder.asgi:application"
 
@@ -47,10 +49,6 @@ DEFAULT_ARGS = [
     "--no-server-name",
     "--verbosity", "1",
 ]
-
-
-class ConfigurationError(Exception):
-    pass
 
 
 def bind_args(bind: str) -> list[str]:
@@ -104,8 +102,12 @@ def unix_socket_path(bind: str) -> str | None:
     return bind[len("unix:"):] if bind.startswith("unix:") else None
 
 
-def build_argv(extra: list[str], environ=os.environ) -> list[str]:
-    args = bind_args(environ.get("DAPHNE_BIND") or DEFAULT_BIND)
+def daphne_bind(environ=None) -> str:
+    return env("DAPHNE_BIND", DEFAULT_BIND, environ=environ)
+
+
+def build_argv(extra: list[str], environ=None) -> list[str]:
+    args = bind_args(daphne_bind(environ))
     # Extra arguments come last: argparse keeps the last value, so they override the defaults.
     return [*args, *DEFAULT_ARGS, *extra, APPLICATION]
 
@@ -163,14 +165,9 @@ def _sanitizing_server_class():
 
 def check_settings() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workorder.settings")
-    from django.core.exceptions import ImproperlyConfigured
+    from django.conf import settings
 
-    try:
-        from django.conf import settings
-
-        settings.SECRET_KEY  # noqa: B018 - forces the settings module to load
-    except ImproperlyConfigured as exc:
-        raise ConfigurationError(str(exc)) from None
+    settings.SECRET_KEY  # noqa: B018 - forces the settings module to load
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -178,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     check_only = extra[:1] == ["--check"]
     if check_only:
         extra = extra[1:]
-    try:
+    with configuration_errors():
         check_settings()
         daphne_argv = build_argv(extra)
         check_daphne_argv(daphne_argv)
@@ -186,12 +183,9 @@ def main(argv: list[str] | None = None) -> None:
             import_module(APPLICATION.partition(":")[0])
             print(f"workorder-daphne: daphne {daphne_version()} accepts: {' '.join(daphne_argv)}")
             return
-        socket_path = unix_socket_path(os.environ.get("DAPHNE_BIND") or DEFAULT_BIND)
+        socket_path = unix_socket_path(daphne_bind())
         if socket_path:
             remove_stale_socket(socket_path)
-    except ConfigurationError as exc:
-        print(f"workorder: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
     from daphne.cli import CommandLineInterface
 

@@ -14,22 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 
-
-def _env(name: str, default: str) -> str:
-    value = os.environ.get(name, "").strip()
-    return value or default
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = _env(name, str(default))
-    try:
-        return int(raw)
-    except ValueError:
-        print(f"workorder: configuration error: {name} must be an integer, got {raw!r}", file=sys.stderr)
-        raise SystemExit(2) from None
+from workorder.core import env as _env
 
 
 def _cpu_count() -> int:
@@ -42,7 +29,7 @@ def _cpu_count() -> int:
 # --- sockets ----------------------------------------------------------------------------------
 # Comma list: "unix:/run/workorder/gunicorn.sock,127.0.0.1:8001" (the socket for nginx, the loopback
 # port for Prometheus only).
-bind = [item.strip() for item in _env("GUNICORN_BIND", "127.0.0.1:8000").split(",") if item.strip()]
+bind = _env.env_list("GUNICORN_BIND", "127.0.0.1:8000")
 umask = 0o007  # the unix socket is rw for the service group (nginx joins it), nobody else
 
 # --- workers ----------------------------------------------------------------------------------
@@ -51,24 +38,25 @@ umask = 0o007  # the unix socket is rw for the service group (nginx joins it), n
 # honours keep-alive from nginx's upstream pool.
 _DEFAULT_WORKER_CLASS = "gthread"
 _DEFAULT_THREADS = 2
-worker_class = _env("GUNICORN_WORKER_CLASS", _DEFAULT_WORKER_CLASS)
-workers = _env_int("GUNICORN_WORKERS", 2 * _cpu_count() + 1)
-threads = _env_int("GUNICORN_THREADS", _DEFAULT_THREADS if worker_class == "gthread" else 1)
-timeout = _env_int("GUNICORN_TIMEOUT", 30)
-graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
-# Must be LONGER than the proxy's idle timeout for upstream connections (nginx: `keepalive_timeout`
-# inside the upstream block, default 60s), so nginx, never gunicorn, closes an idle connection.
-keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1000)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
-forwarded_allow_ips = _env("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+with _env.configuration_errors():  # a malformed number: one line and exit 2, before gunicorn starts
+    worker_class = _env.env("GUNICORN_WORKER_CLASS", _DEFAULT_WORKER_CLASS)
+    workers = _env.env_int("GUNICORN_WORKERS", 2 * _cpu_count() + 1)
+    threads = _env.env_int("GUNICORN_THREADS", _DEFAULT_THREADS if worker_class == "gthread" else 1)
+    timeout = _env.env_int("GUNICORN_TIMEOUT", 30)
+    graceful_timeout = _env.env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
+    # Must be LONGER than the proxy's idle timeout for upstream connections (nginx: `keepalive_timeout`
+    # inside the upstream block, default 60s), so nginx, never gunicorn, closes an idle connection.
+    keepalive = _env.env_int("GUNICORN_KEEPALIVE", 75)
+    max_requests = _env.env_int("GUNICORN_MAX_REQUESTS", 1000)
+    max_requests_jitter = _env.env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
+forwarded_allow_ips = _env.env("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 proc_name = "workorder-gunicorn"
 preload_app = False  # each worker imports Django itself: no DB connection or metric value is shared by fork
 if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"  # heartbeat files on tmpfs, never blocked by a slow disk
 
 # --- logging: everything to stderr, one line per event (journald adds the timestamp) -------------
-loglevel = _env("LOG_LEVEL", "info").lower()
+loglevel = _env.env("LOG_LEVEL", "info").lower()
 accesslog = "-"
 # %(M)s = request duration in milliseconds; %(U)s is the path WITHOUT the query string.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
@@ -109,15 +97,10 @@ def _wipe_multiproc_dir(path: str) -> None:
 def _check_django_settings() -> None:
     """A missing secret key or a bad variable: one line and exit, before any worker is forked."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workorder.settings")
-    from django.core.exceptions import ImproperlyConfigured
-
-    try:
+    with _env.configuration_errors():
         from django.conf import settings
 
         settings.SECRET_KEY  # noqa: B018 - forces the settings module to load
-    except ImproperlyConfigured as exc:
-        print(f"workorder: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 _check_django_settings()  # at configuration load, in the master, before gunicorn even starts
@@ -157,9 +140,8 @@ def _check_gunicorn_knows_every_setting() -> None:
         return
     unknown = sorted(_setting_names() - {setting.name for setting in KNOWN_SETTINGS})
     if unknown:
-        print(f"workorder: configuration error: gunicorn {gunicorn.__version__} does not know the "
-              f"setting(s) {', '.join(unknown)} of workorder.gunicorn_conf", file=sys.stderr)
-        raise SystemExit(2)
+        _env.exit_with_configuration_error(f"gunicorn {gunicorn.__version__} does not know the setting(s) "
+                                           f"{', '.join(unknown)} of workorder.gunicorn_conf")
 
 
 _check_gunicorn_knows_every_setting()

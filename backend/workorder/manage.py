@@ -3,19 +3,15 @@
 import os
 import sys
 
+from workorder.core.env import configuration_errors
+
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workorder.settings")
-    from django.core.exceptions import ImproperlyConfigured
+    from django.core.management import execute_from_command_line
 
-    try:
-        from django.core.management import execute_from_command_line
-
+    with configuration_errors():  # a missing or wrong setting is one actionable line, not a traceback
         execute_from_command_line(sys.argv)
-    except ImproperlyConfigured as exc:
-        # A missing or wrong setting is one actionable line, not a traceback.
-        print(f"workorder: configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,69 +1,17 @@
-"""Settings, all from the environment (12-factor). Every variable is documented in the README.
+"""Settings, all from the environment (12-factor), read with workorder/core/env.py's helpers (the same
+rules as gunicorn's config, daphne and the backup tool). Every variable is documented in docs/runtime.md.
 
 Embedded default (no DATABASE_URL, no REDIS_URL): SQLite in the state directory, in-process cache
 and channel layer. Production: DATABASE_URL (PostgreSQL), REDIS_URL, DJANGO_SECRET_KEY(_FILE).
 """
 
-import os
+import ipaddress
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 
+from workorder.core.env import ConfigurationError, env, env_bool, env_int, env_list, env_secret
 
-def env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    value = env(name)
-    if value is None:
-        return default
-    if value.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, got {value!r}")
-
-
-def env_int(name: str, default: int) -> int:
-    value = env(name)
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
-
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in (env(name, default) or "").split(",") if item.strip()]
-
-
-def env_secret(name: str) -> str | None:
-    """A secret, from the first of: the file named by NAME_FILE; NAME itself; the systemd credential
-    named like the variable in lower case ($CREDENTIALS_DIRECTORY/name, e.g. `LoadCredential=
-    django_secret_key:/run/secrets/key`), which the NixOS module's *File options use."""
-    path = env(f"{name}_FILE")
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise ImproperlyConfigured(f"{name}_FILE={path} cannot be read: {exc.strerror}") from None
-    value = env(name)
-    credentials = env("CREDENTIALS_DIRECTORY")
-    if value is None and credentials:
-        credential = Path(credentials) / name.lower()
-        if credential.is_file():
-            try:
-                return credential.read_text().strip()
-            except OSError as exc:
-                raise ImproperlyConfigured(f"systemd credential {credential} cannot be read: {exc.strerror}") from None
-    return value
-
-
-BASE_DIR = Path(__file__).resolve().parent
 STATE_DIR = Path(env("WORKORDER_STATE_DIR", str(Path.home() / ".local/state/workorder")))
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -71,7 +19,7 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured(
+        raise ConfigurationError(
             "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) is not set; it is required unless DJANGO_DEBUG=1"
         )
     SECRET_KEY = "dev-only-insecure-key-never-use-in-production"
@@ -150,6 +98,14 @@ if DATABASE_URL:
     if _password:
         _db["PASSWORD"] = _password
 else:
+    # The embedded default: SQLite cannot create the directory its file lives in, so create it here
+    # (a fresh checkout has none) or say in one line which directory cannot be created.
+    try:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create the state directory {STATE_DIR} (WORKORDER_STATE_DIR): {exc.strerror}"
+        ) from None
     _db = {
         "ENGINE": "django_prometheus.db.backends.sqlite3",
         "NAME": str(STATE_DIR / "workorder.sqlite3"),
@@ -228,9 +184,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
-        "TaskStatusEnum": "workorder.production.models.TaskStatus",
-        "WorkOrderStatusEnum": "workorder.production.models.WorkOrderStatus",
-        "ApprovalStatusEnum": "workorder.production.models.ApprovalStatus",
+        "TaskStatusEnum": "workorder.production.states.TaskStatus",
+        "WorkOrderStatusEnum": "workorder.production.states.WorkOrderStatus",
+        "ApprovalStatusEnum": "workorder.production.states.ApprovalStatus",
         "PriorityEnum": "workorder.production.models.Priority",
         "RoleEnum": "workorder.accounts.models.Role",
         "NotificationKindEnum": "workorder.notifications.models.NotificationKind",
@@ -266,9 +222,9 @@ METRICS_ALLOWED_NETWORKS = env_list("WORKORDER_METRICS_ALLOWED_NETWORKS", "127.0
 METRICS_TOKEN = env_secret("WORKORDER_METRICS_TOKEN")
 for _network in METRICS_ALLOWED_NETWORKS:
     try:
-        __import__("ipaddress").ip_network(_network, strict=False)
+        ipaddress.ip_network(_network, strict=False)
     except ValueError:
-        raise ImproperlyConfigured(
+        raise ConfigurationError(
             f"WORKORDER_METRICS_ALLOWED_NETWORKS: {_network!r} is not a network (e.g. 127.0.0.0/8)"
         ) from None
 PROMETHEUS_EXPORT_MIGRATIONS = False

@@ -22,16 +22,6 @@ class User(AbstractUser):
 
     @property
     def is_admin(self) -> bool:
+        """The one definition of an admin: staff or superuser, whatever the role. Admins see and may do
+        everything the API offers."""
         return bool(self.is_staff or self.is_superuser)
-
-    @property
-    def is_maker(self) -> bool:
-        return self.role == Role.MAKER
-
-    @property
-    def is_supervisor(self) -> bool:
-        return self.role == Role.SUPERVISOR
-
-    @property
-    def is_operator(self) -> bool:
-        return self.role == Role.OPERATOR

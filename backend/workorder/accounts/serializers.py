@@ -10,7 +10,7 @@ class UserSerializer(serializers.ModelSerializer):
     # Admins may have no role and users no email: "" must be valid in the schema too.
     role = serializers.ChoiceField(choices=Role.choices, allow_blank=True, read_only=True)
     email = serializers.CharField(read_only=True)
-    is_admin = serializers.SerializerMethodField()
+    is_admin = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = User
@@ -20,9 +20,6 @@ class UserSerializer(serializers.ModelSerializer):
 
     def get_full_name(self, obj) -> str:
         return obj.get_full_name()
-
-    def get_is_admin(self, obj) -> bool:
-        return bool(obj.is_staff or obj.is_superuser)
 
 
 class LoginSerializer(serializers.Serializer):

@@ -20,6 +20,8 @@ import sys
 
 import psycopg2
 
+from workorder.core.env import ConfigurationError, exit_with_configuration_error
+
 from . import operations
 from .errors import EXIT_FAILED, EXIT_USAGE, BackupError, Interrupted, one_line
 from .store import io_reason
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = operations.Config.from_env(args.directory, args.media_dir, args.metrics_file, args.pg_bindir)
         return args.func(args, cfg)
+    except ConfigurationError as exc:  # the same one line and exit status 2 as every other entry point
+        exit_with_configuration_error(exc)
     except BackupError as exc:
         print(f"workorder-backup: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"workorder-backup: {one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    except Exception as exc:  # never a traceback: one line, non-zero
+    except Exception as exc:  # noqa: BLE001 - never a traceback: one line, non-zero
         print(f"workorder-backup: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_FAILED
 

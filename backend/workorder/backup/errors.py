@@ -2,9 +2,11 @@
 
 import re
 
+from workorder.core.env import EXIT_CONFIGURATION, ConfigurationError
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # a step failed: pg_dump, archive, disk full, database unreachable, ...
-EXIT_USAGE = 2  # bad command line (argparse) or missing configuration
+EXIT_USAGE = EXIT_CONFIGURATION  # bad command line (argparse) or missing configuration
 EXIT_VERIFY = 3  # a backup failed verification: checksum, manifest, pg_restore --list, row counts
 EXIT_REFUSED = 4  # restore refused: target database or media directory is not empty (use --force)
 EXIT_LOCKED = 5  # another workorder-backup run holds the backup directory's lock
@@ -16,7 +18,9 @@ class BackupError(Exception):
     exit_code = EXIT_FAILED
 
 
-class ConfigError(BackupError):
+class ConfigError(BackupError, ConfigurationError):
+    """Missing or malformed configuration: reported like every entry point's configuration error."""
+
     exit_code = EXIT_USAGE
 
 
@@ -36,7 +40,7 @@ class Interrupted(BackupError):
     """Raised from the SIGTERM/SIGINT handler so that cleanup (finally blocks) still runs."""
 
 
-_TOOL_PREFIX = re.compile(r"^(pg_dump|pg_restore|psql|createdb|dropdb)(: (error|fatal|detail|hint|warning))?:\s*", re.I)
+_TOOL_PREFIX = re.compile(r"^(pg_dump|pg_restore|psql|createdb|dropdb)(: (error|fatal|detail|hint|warning))?:\s*", re.IGNORECASE)
 
 
 def one_line(text: str, limit: int = 500) -> str:

@@ -9,8 +9,10 @@ import sys
 import tarfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+
+from workorder.core.env import env, env_secret
 
 from . import metrics as metrics_mod
 from . import pg, store
@@ -36,20 +38,18 @@ class Config:
     pg_bindir: str | None = None
 
     @classmethod
-    def from_env(cls, directory=None, media_dir=None, metrics_file=None, pg_bindir=None) -> "Config":
-        env = os.environ
-        media = media_dir or env.get("MEDIA_ROOT") or (
-            str(Path(env["WORKORDER_STATE_DIR"]) / "media") if env.get("WORKORDER_STATE_DIR") else None)
-        password_file = env.get("DATABASE_PASSWORD_FILE")
-        if password_file and not env.get("PGPASSWORD"):
-            try:
-                os.environ["PGPASSWORD"] = Path(password_file).read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"cannot read DATABASE_PASSWORD_FILE {password_file}: {store.io_reason(exc)}") from exc
-        directory = directory or env.get("WORKORDER_BACKUP_DIR")
-        metrics_file = metrics_file or env.get("WORKORDER_BACKUP_METRICS_FILE")
+    def from_env(cls, directory=None, media_dir=None, metrics_file=None, pg_bindir=None) -> Config:
+        state_dir = env("WORKORDER_STATE_DIR")
+        media = media_dir or env("MEDIA_ROOT") or (str(Path(state_dir) / "media") if state_dir else None)
+        if not env("PGPASSWORD"):
+            password = env_secret("DATABASE_PASSWORD")  # the same lookup as the application's settings
+            if password:
+                os.environ["PGPASSWORD"] = password  # libpq reads it; never on pg_dump's command line
+        directory = directory or env("WORKORDER_BACKUP_DIR")
+        metrics_file = metrics_file or env("WORKORDER_BACKUP_METRICS_FILE")
+        database_url = env("DATABASE_URL")
         return cls(
-            database_url=env.get("DATABASE_URL") or None,
+            database_url=database_url,
             directory=Path(directory) if directory else None,
             media_dir=Path(media) if media else None,
             metrics_file=Path(metrics_file) if metrics_file else None,
@@ -337,7 +337,7 @@ def run_prune(cfg: Config, retention_days: int, keep_at_least: int, dry_run: boo
 
 def _prune_locked(directory: Path, retention_days: int, keep_at_least: int, dry_run: bool) -> None:
     complete, _ = store.scan(directory)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     _, remove = store.plan_retention(complete, now, retention_days, keep_at_least)
     errors = []
     for backup in sorted(remove, key=lambda s: s.created):
@@ -375,7 +375,7 @@ def run_list(cfg: Config, as_json: bool) -> int:
             print(f"{s.name:<28} {s.created.strftime('%Y-%m-%d %H:%M:%S'):<20} {_human(s.size_bytes):>10}  "
                   f"{'yes' if s.verified else 'no':<8} {len(counts):>6} {sum(counts.values()):>10}  "
                   f"{media['files'] if media else '-'}")
-    for path, reason in broken:
+    for _path, reason in broken:
         warn(f"ignoring {reason}")
     return EXIT_OK
 

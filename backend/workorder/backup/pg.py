@@ -10,14 +10,16 @@ import re
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import make_dsn, parse_dsn
+
+from workorder.core.env import env_int
 
 from .errors import BackupError, ConfigError, one_line
 
@@ -64,7 +66,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     """Children (pg_dump, pg_restore) get SIGKILL when this process dies, even by SIGKILL."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - not Linux or no prctl: the child simply lives on
         pass
 
 
@@ -91,7 +93,7 @@ class Database:
     dsn: str
 
     @classmethod
-    def from_url(cls, url: str) -> "Database":
+    def from_url(cls, url: str) -> Database:
         try:
             params = parse_dsn(url)
         except psycopg2.ProgrammingError as exc:
@@ -112,10 +114,10 @@ class Database:
         params = self.params
         return params.get("dbname") or params.get("user") or os.environ.get("PGDATABASE") or os.environ.get("PGUSER") or "?"
 
-    def with_dbname(self, dbname: str) -> "Database":
+    def with_dbname(self, dbname: str) -> Database:
         return Database(make_dsn(self.dsn, dbname=dbname))
 
-    def target(self, spec: str) -> "Database":
+    def target(self, spec: str) -> Database:
         """--target-db: a URL / conninfo string, or just a database name on the same server."""
         if "://" in spec or "=" in spec:
             return Database.from_url(spec)
@@ -123,7 +125,7 @@ class Database:
 
     def connect(self, autocommit: bool = False):
         try:
-            conn = psycopg2.connect(self.dsn, connect_timeout=int(os.environ.get("DATABASE_CONNECT_TIMEOUT", "10")))
+            conn = psycopg2.connect(self.dsn, connect_timeout=env_int("DATABASE_CONNECT_TIMEOUT", 10))
         except psycopg2.Error as exc:
             raise BackupError(f"cannot connect to database {self.name}: {one_line(exc)}") from exc
         conn.autocommit = autocommit

@@ -23,11 +23,11 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 from .errors import BackupError, LockedError
 
@@ -42,14 +42,14 @@ MANIFEST_FORMAT = 1
 
 
 def set_name(when: datetime) -> str:
-    return PREFIX + when.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)
+    return PREFIX + when.astimezone(UTC).strftime(TIMESTAMP_FORMAT)
 
 
 def parse_set_time(name: str) -> datetime | None:
     match = SET_RE.match(name)
     if not match:
         return None
-    return datetime.strptime(match.group(1), TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(match.group(1), TIMESTAMP_FORMAT).replace(tzinfo=UTC)
 
 
 def io_reason(exc: OSError) -> str:
@@ -219,7 +219,7 @@ class SetWriter:
 def new_set_name(directory: Path) -> str:
     """The current UTC second; waits for the next second if that name is taken (bounded)."""
     for _ in range(5):
-        name = set_name(datetime.now(timezone.utc))
+        name = set_name(datetime.now(UTC))
         if not os.path.lexists(directory / name):
             return name
         time.sleep(1.0 - (time.time() % 1.0) + 0.01)

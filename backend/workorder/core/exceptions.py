@@ -1,4 +1,4 @@
-"""JSON errors everywhere, one shape.
+"""JSON errors everywhere, one shape: the API edge, where domain errors become HTTP.
 
 Every error response body is:
     {"detail": "<human-readable summary>", "code": "<machine code>", "errors": {"<field>": ["<message>", ...]}}
@@ -7,27 +7,33 @@ whole) and is {} otherwise. Codes: invalid, parse_error, not_authenticated, auth
 permission_denied, not_found, method_not_allowed, not_acceptable, unsupported_media_type,
 throttled, conflict, request_too_large (413), service_unavailable (503: database unreachable,
 retry), server_error.
+
+Domain errors (core/errors.py) raised by services are mapped here and nowhere else: ValidationError
+400 invalid, PermissionDenied 403 permission_denied, NotFound 404 not_found, Conflict 409 conflict.
 """
 
 from __future__ import annotations
 
 import logging
 
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
+from . import errors as domain
+
 logger = logging.getLogger("workorder.api")
 
 
-class Conflict(exceptions.APIException):
+class HttpConflict(exceptions.APIException):
     """409: the request is valid but the object's current state does not allow it."""
 
     status_code = status.HTTP_409_CONFLICT
-    default_detail = "The object's current state does not allow this."
+    default_detail = domain.Conflict.default_message
     default_code = "conflict"
 
 
@@ -74,10 +80,24 @@ def _code(exc: exceptions.APIException) -> str:
     return exc.default_code
 
 
+def _from_domain(exc: domain.DomainError) -> exceptions.APIException:
+    if isinstance(exc, domain.NotFound):
+        return exceptions.NotFound(exc.message)
+    if isinstance(exc, domain.PermissionDenied):
+        return exceptions.PermissionDenied(exc.message)
+    if isinstance(exc, domain.Conflict):
+        return HttpConflict(exc.message)
+    if isinstance(exc, domain.ValidationError):
+        return exceptions.ValidationError(exc.errors)
+    return exceptions.ValidationError({domain.NON_FIELD_ERRORS: [exc.message]})
+
+
 def json_exception_handler(exc, context):
-    if isinstance(exc, Http404):
+    if isinstance(exc, domain.DomainError):
+        exc = _from_domain(exc)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    elif isinstance(exc, PermissionDenied):
+    elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):
         from django.conf import settings

@@ -1,5 +1,8 @@
 """/metrics/: django-prometheus metrics summed over all gunicorn workers, plus domain gauges.
 
+Domain gauges are computed at scrape time by functions the domain apps register from their
+AppConfig.ready() with `register_gauges(collect)`; core knows none of them.
+
 Access: clients whose REMOTE_ADDR is in WORKORDER_METRICS_ALLOWED_NETWORKS (loopback by default), or
 any client sending `Authorization: Bearer <token>` with the token of WORKORDER_METRICS_TOKEN(_FILE).
 Everything else gets 403. REMOTE_ADDR is the TCP peer of gunicorn (gunicorn does not rewrite it from
@@ -13,6 +16,7 @@ import hmac
 import ipaddress
 import logging
 import os
+from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
@@ -40,43 +44,29 @@ def access_allowed(request) -> bool:
     return any(address in network for network in _networks(tuple(settings.METRICS_ALLOWED_NETWORKS)))
 
 
+GaugeFunction = Callable[[], Iterable]
+_gauge_functions: list[GaugeFunction] = []
+
+
+def register_gauges(collect: GaugeFunction) -> None:
+    """Add gauges to every /metrics/ answer: `collect()` returns prometheus_client metric families
+    (e.g. GaugeMetricFamily), computed at scrape time. Call it from an AppConfig.ready()."""
+    if collect not in _gauge_functions:
+        _gauge_functions.append(collect)
+
+
 class DomainCollector:
-    """Gauges computed at scrape time with three small aggregate queries and one Redis SCAN."""
+    """The registered gauge functions; one that fails is left out of this scrape, with a log line."""
 
     def collect(self):
-        from prometheus_client.core import GaugeMetricFamily
-
-        try:
-            yield from self._database_gauges(GaugeMetricFamily)
-        except Exception as exc:  # noqa: BLE001 - the HTTP metrics are still worth serving
-            logger.warning("domain gauges skipped: %s: %s", type(exc).__name__, exc)
-        from workorder.notifications.realtime import websocket_connection_count
-
-        count = websocket_connection_count()
-        if count is not None:
-            yield GaugeMetricFamily("workorder_websocket_connections",
-                                    "Open WebSocket connections over all daphne processes", value=count)
-
-    def _database_gauges(self, Gauge):
-        from django.db.models import Count
-
-        from workorder.notifications.models import Notification
-        from workorder.production.models import Task, TaskStatus, WorkOrder, WorkOrderStatus
-
-        by_status = {status: 0 for status in TaskStatus.values}
-        for row in Task.objects.order_by().values("status").annotate(n=Count("id")):
-            by_status[row["status"]] = row["n"]
-        tasks = Gauge("workorder_tasks", "Tasks by status", labels=["status"])
-        for status, n in sorted(by_status.items()):
-            tasks.add_metric([status], n)
-        open_orders = WorkOrder.objects.filter(
-            status__in=[WorkOrderStatus.OPEN, WorkOrderStatus.IN_PROGRESS]).count()
-        unread = Notification.objects.filter(read_at__isnull=True).count()
-        return [
-            tasks,
-            Gauge("workorder_open_work_orders", "Work orders open or in progress", value=open_orders),
-            Gauge("workorder_unread_notifications", "Notifications not read yet", value=unread),
-        ]
+        for collect in _gauge_functions:
+            try:
+                families = list(collect())
+            except Exception as exc:  # noqa: BLE001 - the HTTP metrics and the other gauges are still worth serving
+                logger.warning("gauges of %s skipped: %s: %s", getattr(collect, "__qualname__", collect),
+                               type(exc).__name__, exc)
+                continue
+            yield from families
 
 
 def _domain_registry():

@@ -33,7 +33,7 @@ def count_cache_seconds() -> int:
 def _count_cache_key(queryset) -> str | None:
     try:
         sql, params = queryset.query.sql_with_params()
-    except Exception:  # EmptyResultSet and friends: let the paginator count normally
+    except Exception:  # noqa: BLE001 - EmptyResultSet and friends: let the paginator count normally
         return None
     vendor = connections[queryset.db or DEFAULT_DB_ALIAS].vendor
     digest = hashlib.sha256(f"{vendor}|{sql}|{params!r}".encode()).hexdigest()

@@ -1,4 +1,4 @@
-"""Durable notifications; the WebSocket push (realtime.py) is only a hint to re-fetch."""
+"""Durable notifications; the WebSocket push (delivery.py) is only a hint to re-fetch."""
 
 from django.conf import settings
 from django.db import models

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from django.db import models, transaction
 from django.utils import timezone
 
+from . import delivery
 from .models import Notification
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def notify(recipients: Iterable, kind: str, message: str, obj: models.Model | No
     """Create one notification per distinct recipient (users or user ids) about `obj`.
 
     `exclude` (a user or id) is skipped: nobody is notified of their own action. The rows are
-    inserted now (inside the caller's transaction); realtime.push(rows) runs only if and when that
+    inserted now (inside the caller's transaction); delivery.push(rows) runs only if and when that
     transaction commits, so a rolled-back action never pushes anything.
     """
     exclude_id = getattr(exclude, "pk", exclude)
@@ -47,11 +48,9 @@ def notify(recipients: Iterable, kind: str, message: str, obj: models.Model | No
     )
 
     def push() -> None:
-        from . import realtime
-
         try:
-            realtime.push(rows)
-        except Exception:  # the rows are durable; a failed push only delays the client's re-fetch
+            delivery.push(rows)
+        except Exception:
             logger.exception("realtime push of %d notifications failed", len(rows))
 
     transaction.on_commit(push)

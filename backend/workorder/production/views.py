@@ -2,7 +2,7 @@
 
 from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -22,14 +22,6 @@ from .serializers import (
     WorkOrderUpdateSerializer,
     WorkOrderWriteSerializer,
 )
-from .visibility import visible_tasks, visible_work_orders
-
-TASK_LIST_FIELDS = (
-    "id", "work_order_id", "process_id", "sequence", "assigned_department_id", "assigned_operator_id", "status",
-    "planned_quantity", "completed_quantity", "started_at", "completed_at", "created_at", "updated_at",
-    "work_order__number", "work_order__priority", "work_order__delivery_date", "process__name",
-    "assigned_department__name", "assigned_operator__username",
-)
 
 
 @extend_schema_view(
@@ -43,24 +35,19 @@ class TaskViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     ordering = ["id"]
 
     def get_queryset(self):
-        queryset = (
-            Task.objects.select_related("work_order", "process", "assigned_department", "assigned_operator")
-            .only(*TASK_LIST_FIELDS)
-            .order_by("id")
-        )
+        queryset = TaskSerializer.list_queryset(Task.objects.visible_to(self.request.user)).order_by("id")
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
                 Prefetch("progress_reports",
                          queryset=ProgressReport.objects.select_related("operator").order_by("-created_at", "-id"))
             )
-        return visible_tasks(self.request.user, queryset)
+        return queryset
 
     def get_serializer_class(self):
         return TaskDetailSerializer if self.action == "retrieve" else TaskSerializer
 
     def _respond(self, task_id: int):
-        task = visible_tasks(self.request.user, Task.objects.select_related(
-            "work_order", "process", "assigned_department", "assigned_operator")).get(pk=task_id)
+        task = TaskSerializer.list_queryset(Task.objects.visible_to(self.request.user)).get(pk=task_id)
         return Response(TaskSerializer(task, context=self.get_serializer_context()).data)
 
     @extend_schema(request=AssignSerializer, responses={200: TaskSerializer},
@@ -108,8 +95,7 @@ class TaskViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     partial_update=extend_schema(request=WorkOrderUpdateSerializer, responses={200: WorkOrderSerializer},
                                  summary="Change a work order (plan fields only while pending approval)"),
 )
-class WorkOrderViewSet(ApiViewMixin, mixins.CreateModelMixin, mixins.UpdateModelMixin,
-                       viewsets.ReadOnlyModelViewSet):
+class WorkOrderViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     queryset = WorkOrder.objects.none()  # for the schema; get_queryset() applies visibility
     http_method_names = ["get", "post", "patch", "head", "options"]
     filterset_class = WorkOrderFilter
@@ -117,17 +103,12 @@ class WorkOrderViewSet(ApiViewMixin, mixins.CreateModelMixin, mixins.UpdateModel
     ordering = ["-id"]
 
     def get_queryset(self):
-        queryset = WorkOrder.objects.select_related("customer", "product", "created_by").only(
-            "id", "number", "customer_id", "product_id", "production_quantity", "delivery_date", "priority",
-            "approval_status", "status", "rejection_reason", "created_by_id", "approved_by_id", "approved_at",
-            "completed_at", "created_at", "updated_at", "customer__name", "product__name",
-            "created_by__username",
-        ).order_by("-id")
+        queryset = WorkOrderSerializer.list_queryset(WorkOrder.objects.visible_to(self.request.user)).order_by("-id")
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
                 Prefetch("tasks", queryset=Task.objects.select_related("process").order_by("sequence"))
             )
-        return visible_work_orders(self.request.user, queryset)
+        return queryset
 
     def get_serializer_class(self):
         if self.action == "retrieve":
@@ -139,7 +120,7 @@ class WorkOrderViewSet(ApiViewMixin, mixins.CreateModelMixin, mixins.UpdateModel
         return WorkOrderSerializer
 
     def _respond(self, work_order_id: int, status_code=status.HTTP_200_OK):
-        work_order = WorkOrder.objects.select_related("customer", "product", "created_by").get(pk=work_order_id)
+        work_order = WorkOrderSerializer.list_queryset().get(pk=work_order_id)
         return Response(WorkOrderSerializer(work_order, context=self.get_serializer_context()).data,
                         status=status_code)
 
@@ -156,9 +137,6 @@ class WorkOrderViewSet(ApiViewMixin, mixins.CreateModelMixin, mixins.UpdateModel
         body.is_valid(raise_exception=True)
         services.update_work_order(request.user, work_order.pk, dict(body.validated_data))
         return self._respond(work_order.pk)
-
-    def update(self, request, *args, **kwargs):  # PUT is not offered (http_method_names)
-        return self.partial_update(request, *args, **kwargs)
 
     @extend_schema(request=None, responses={200: WorkOrderSerializer},
                    summary="Approve a pending work order: creates its tasks from the product routing")

@@ -10,9 +10,10 @@ from django.utils import timezone
 
 from workorder.accounts.models import Role, User
 from workorder.catalog.models import Department
-from workorder.production.models import Task, TaskStatus, WorkOrder, WorkOrderStatus
+from workorder.production.models import Task, WorkOrder
+from workorder.production.states import TASK, WORK_ORDER, TaskStatus
 
-STATUSES = [choice.value for choice in TaskStatus]
+STATUSES = list(TaskStatus.values)
 
 
 def _status_counts() -> dict:
@@ -93,12 +94,21 @@ WAITING_SQL = """
     FROM (
         SELECT u.work_order_id, MIN(u.sequence) AS sequence
         FROM {task} u JOIN {work_order} w ON w.id = u.work_order_id
-        WHERE u.status IN (%(pending)s, %(in_progress)s) AND w.status IN (%(open)s, %(wo_in_progress)s)
+        WHERE u.status IN ({open_tasks}) AND w.status IN ({open_work_orders})
         GROUP BY u.work_order_id
     ) current_step
     JOIN {task} t ON t.work_order_id = current_step.work_order_id AND t.sequence = current_step.sequence
     GROUP BY t.assigned_department_id
 """
+
+
+def _in_list(params: dict, prefix: str, values) -> str:
+    """Named placeholders for `IN (...)` (SQLite and PostgreSQL alike); the values go into params."""
+    names = []
+    for index, value in enumerate(values):
+        params[f"{prefix}_{index}"] = str(value)
+        names.append(f"%({prefix}_{index})s")
+    return ", ".join(names)
 
 
 def collaboration() -> dict:
@@ -110,15 +120,15 @@ def collaboration() -> dict:
     waiting: per department, the open work orders whose current step (their earliest unfinished task)
     belongs to that department.
     """
-    tables = {"task": connection.ops.quote_name(Task._meta.db_table),
-              "work_order": connection.ops.quote_name(WorkOrder._meta.db_table)}
-    params = {"completed": TaskStatus.COMPLETED.value, "cancelled": TaskStatus.CANCELLED.value,
-              "pending": TaskStatus.PENDING.value, "in_progress": TaskStatus.IN_PROGRESS.value,
-              "open": WorkOrderStatus.OPEN.value, "wo_in_progress": WorkOrderStatus.IN_PROGRESS.value}
+    params = {"completed": TaskStatus.COMPLETED.value, "cancelled": TaskStatus.CANCELLED.value}
+    sql_parts = {"task": connection.ops.quote_name(Task._meta.db_table),
+                 "work_order": connection.ops.quote_name(WorkOrder._meta.db_table),
+                 "open_tasks": _in_list(params, "open_task", TASK.open_states),
+                 "open_work_orders": _in_list(params, "open_work_order", WORK_ORDER.open_states)}
     with connection.cursor() as cursor:
-        cursor.execute(HANDOFFS_SQL.format(**tables), params)
+        cursor.execute(HANDOFFS_SQL.format(**sql_parts), params)
         pairs = cursor.fetchall()
-        cursor.execute(WAITING_SQL.format(**tables), params)
+        cursor.execute(WAITING_SQL.format(**sql_parts), params)
         waiting = dict(cursor.fetchall())
     names = dict(_departments())
     handoffs = sorted(

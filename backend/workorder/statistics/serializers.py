@@ -1,11 +1,13 @@
 from rest_framework import serializers
 
+from workorder.production.states import TaskStatus
 
-class StatusCountsSerializer(serializers.Serializer):
-    pending = serializers.IntegerField()
-    in_progress = serializers.IntegerField()
-    completed = serializers.IntegerField()
-    cancelled = serializers.IntegerField()
+# One count per task status, in the order of TaskStatus (a new status appears here by itself).
+StatusCountsSerializer = type("StatusCountsSerializer", (serializers.Serializer,), {
+    "__module__": __name__,
+    "__doc__": "Tasks per status.",
+    **{status: serializers.IntegerField() for status in TaskStatus.values},
+})
 
 
 class DepartmentStatusCountsSerializer(StatusCountsSerializer):

@@ -4,7 +4,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from workorder.production import seeding
+from workorder.production import events, seeding
 from workorder.production.models import WorkOrder
 
 DEV_PASSWORD = "workorder-dev"  # dev only: never on a reachable server
@@ -31,14 +31,15 @@ class Command(BaseCommand):
         catalog = seeding.seed_catalog()
         users = seeding.seed_demo_users(catalog, password)
         missing = max(0, work_orders - WorkOrder.objects.count())
+        self.step(f"catalog and {len(users['all'])} users ready; {missing} work orders to create")
 
         def progress(done):
-            if self.verbosity >= 2:
-                self.stdout.write(f"  {done}/{missing} work orders")
+            self.step(f"{done}/{missing} work orders")
 
         created = seeding.seed_work_orders(missing, catalog, users["makers"], users["operators"],
                                            seed=WorkOrder.objects.count() + 42, progress=progress)
-        seeding.seed_notifications(users["all"])
+        events.publish(events.DemoDataSeeded(users["all"]))  # e.g. a few notifications per user
+        self.step("refreshing the planner statistics")
         seeding.analyze()
         if self.verbosity:
             self.stdout.write(self.style.SUCCESS(
@@ -46,3 +47,8 @@ class Command(BaseCommand):
                 f"{len(users['all'])} users, {created} new work orders ({WorkOrder.objects.count()} total) "
                 f"in {time.monotonic() - started:.1f}s"
             ))
+
+    def step(self, message: str) -> None:
+        if self.verbosity >= 2:
+            self.stdout.write(f"  {message}", ending="\n")
+            self.stdout.flush()
