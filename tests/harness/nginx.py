@@ -255,7 +255,7 @@ http {{
         return result.stderr
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self, timeout: float = 20.0) -> "NginxServer":
+    def start(self, timeout: float = 20.0) -> NginxServer:
         self.check()
         self.process = ManagedProcess(
             "nginx", [nginx_binary(), "-p", str(self.base), "-c", str(self.conf_path)],

@@ -31,7 +31,8 @@ def tracked_files() -> list[Path]:
 def findings() -> list[str]:
     found = []
     for path in tracked_files():
-        if path.suffix not in TEXT_SUFFIXES or not path.is_file() or path == Path(__file__).resolve():
+        # This directory quotes the patterns it looks for.
+        if path.suffix not in TEXT_SUFFIXES or not path.is_file() or path.parent == Path(__file__).resolve().parent:
             continue
         try:
             text = path.read_text()

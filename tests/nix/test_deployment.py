@@ -103,11 +103,11 @@ def rendered_nginx(tmp_path):
 
 
 def location_blocks(text: str) -> dict[str, str]:
-    return {match.group(1): match.group(2) for match in re.finditer(r"location ([^{]+?) \{\n(.*?)\n\s*\}", text, re.S)}
+    return {match.group(1): match.group(2) for match in re.finditer(r"location ([^{]+?) \{\n(.*?)\n\s*\}", text, re.DOTALL)}
 
 
 def test_nginx_layout_renders_to_a_configuration_nginx_accepts(rendered_nginx):
-    server, layout = rendered_nginx
+    server, _ = rendered_nginx
     server.check()  # raises with nginx's message when invalid
     blocks = location_blocks(server.render())
     assert {"/api/", "/admin/", "= /health/", "= /ready/", "/ws/", "/static/", "/media/", "= /",
@@ -131,7 +131,7 @@ def test_gunicorn_locations_reuse_upstream_connections_and_ws_upgrades(rendered_
 
 
 def test_security_headers_and_rate_limit_come_from_the_defaults(rendered_nginx):
-    server, layout = rendered_nginx
+    _, layout = rendered_nginx
     defaults = deployment.defaults()["nginx"]
     for name, value in defaults["securityHeaders"].items():
         assert f'add_header {name} "{value}" always;' in layout["virtualHostExtraConfig"]

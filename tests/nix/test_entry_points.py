@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from harness.app import GUNICORN_APP, GUNICORN_CONFIG, GunicornServer
 from harness.nix_wrappers import EmulationError, NixWrappers, project_scripts, repo_sources
 

@@ -11,7 +11,6 @@ command, hardening) live in nix/deployment.nix: tests/nix/test_deployment.py che
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import shutil
@@ -131,7 +130,7 @@ def test_vm_test_script_compiles(name: str):
 
 def test_vm_loadtest_runs_the_gate_like_the_stack_test():
     script = vm_test_script("vm-loadtest")
-    command = re.search(r'"workorder-loadtest (.*?)2>&1', script, re.S).group(1)
+    command = re.search(r'"workorder-loadtest (.*?)2>&1', script, re.DOTALL).group(1)
     flags = set(re.findall(r"(--[a-z-]+)", command))
     assert {"--host", "--users", "--spawn-rate", "--run-time", "--report-dir", "--password"} <= flags
     users = int(re.search(r"--users (\d+)", command).group(1))
