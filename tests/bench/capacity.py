@@ -33,18 +33,20 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-import psutil  # noqa: E402  (installed with locust)
+import psutil
 
-from harness.process import ManagedProcess  # noqa: E402
-from harness.stack import Stack, StackOptions, venv_binary  # noqa: E402
+from harness.process import ManagedProcess
+from harness.progress import Ticker, locust_progress
+from harness.stack import Stack, StackOptions, venv_binary
 
+PROGRESS_SECONDS = 10  # one progress line per running Locust every ~10 s
 FLOOR_UPSTREAM = """
   upstream workorder-floor {{
     server unix:{socket};
@@ -104,7 +106,7 @@ class CpuSampler:
         while not self._stop.wait(self.interval):
             self._sample(initial=False)
 
-    def start(self) -> "CpuSampler":
+    def start(self) -> CpuSampler:
         self._sample(initial=True)
         self.machine_start = psutil.cpu_times()
         self.t0 = time.monotonic()
@@ -117,7 +119,7 @@ class CpuSampler:
         self._sample(initial=False)
         self.wall = time.monotonic() - self.t0
         end = psutil.cpu_times()
-        busy = lambda t: t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0)  # noqa: E731
+        busy = lambda t: t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0)
         machine_busy = busy(end) - busy(self.machine_start)
         per_group: dict[str, float] = {}
         for pid, last in self.last.items():
@@ -235,10 +237,13 @@ def run_saturation(stack: Stack, user_class: str, users: int, run_time: int, out
     prefix = out_dir / f"saturation-{user_class}"
     argv = [venv_binary("locust"), "-f", str(HERE / "saturation_locustfile.py"), user_class, "--headless",
             "--host", stack.url, "-u", str(users), "-r", str(users), "-t", f"{run_time}s", "--only-summary",
-            "--json-file", str(prefix), "--stop-timeout", "5"]
+            "--json-file", str(prefix), "--csv", str(prefix), "--stop-timeout", "5"]
+    history = Path(f"{prefix}_stats_history.csv")
+    history.unlink(missing_ok=True)
     sampler = CpuSampler(stack.server_pids()).start()
     t0 = time.monotonic()
-    subprocess.run(argv, capture_output=True, text=True, timeout=run_time + 120, env={**os.environ, **env})
+    with Ticker(PROGRESS_SECONDS, locust_progress(history), prefix=f"[capacity] {user_class}"):
+        subprocess.run(argv, capture_output=True, text=True, timeout=run_time + 120, env={**os.environ, **env})
     duration = time.monotonic() - t0
     cpu = sampler.stop()
     figures = locust_json_stats(Path(f"{prefix}.json"), max(1.0, duration - 1.0))
@@ -254,9 +259,12 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
     argv = [venv_binary("workorder-loadtest"), "--host", stack.url, "--users", str(users), "--spawn-rate",
             f"{spawn_rate:g}", "--run-time", run_time, "--report-dir", str(report_dir), "--reset-stats",
             *stack.loadtest_account_args()]
+    history = report_dir / "locust_stats_history.csv"
+    history.unlink(missing_ok=True)  # a previous run's rows are not this step's progress
     sampler = CpuSampler(stack.server_pids()).start()
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=3600, cwd=str(report_dir),
-                            env={**os.environ, **stack.loadtest_env()})
+    with Ticker(PROGRESS_SECONDS, locust_progress(history), prefix=f"[capacity] {users} users"):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=3600, cwd=str(report_dir),
+                                env={**os.environ, **stack.loadtest_env()})
     cpu = sampler.stop()
     (report_dir / "stdout.txt").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
     figures = loadtest_figures(report_dir, stack)
@@ -282,8 +290,8 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
 
 
 def fmt_table(rows: list[dict]) -> str:
-    lines = ["| users | requests/s | average ms | p50 ms | p95 ms | p99 ms | error rate | server CPU (cores of "
-             f"{psutil.cpu_count()}) | machine busy | verdict | logins: avg ms (n) | WebSocket: p95 ms, failures |",
+    lines = [("| users | requests/s | average ms | p50 ms | p95 ms | p99 ms | error rate | server CPU (cores of "
+              f"{psutil.cpu_count()}) | machine busy | verdict | logins: avg ms (n) | WebSocket: p95 ms, failures |"),
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.get('users')} | {r.get('rps', 0):.1f} | {r.get('avg_ms', 0):.0f} | {r.get('p50_ms', 0):.0f} | "
@@ -336,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(options)
     floor_socket = stack.run_dir / "floor.sock"
     options.nginx_extra_upstreams = FLOOR_UPSTREAM.format(socket=floor_socket)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     results: dict = {"started": started.isoformat(timespec="seconds"), "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
                      "machine": {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
                                  "python": platform.python_version(), "kernel": platform.release()}}
@@ -395,9 +403,9 @@ def _write(out_dir: Path, results: dict, rows: list[dict]) -> None:
           f"Command: `{results['command']}`", ""]
     if "login" in results:
         login = results["login"]
-        md += [f"Login cost: {login['hasher']} with {login['iterations']:,} iterations: check_password "
-               f"{login['check_password_ms']} ms of CPU; POST /api/auth/login/ through nginx {login['login_http_ms']} ms "
-               f"(average of {login['samples']} sequential logins).", ""]
+        md += [(f"Login cost: {login['hasher']} with {login['iterations']:,} iterations: check_password "
+                f"{login['check_password_ms']} ms of CPU; POST /api/auth/login/ through nginx {login['login_http_ms']} ms "
+                f"(average of {login['samples']} sequential logins)."), ""]
     if "floor" in results:
         md += ["Framework floor:", "", fmt_floor(results["floor"]), ""]
     md += ["SLA steps (workorder-loadtest, HTTP requests only):", "", fmt_table(rows), ""]

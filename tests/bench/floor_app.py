@@ -3,8 +3,8 @@
 Both the settings module (DJANGO_SETTINGS_MODULE=floor_app) and the WSGI app (floor_app:application),
 served by a second gunicorn with the package's config (python:workorder.gunicorn_conf) on its own
 unix socket, and reached through the bench's nginx at /floor/ (a location that only the benchmark's
-nginx config has: this is never a production endpoint). No database, no middleware, no auth, as in
-../shared/reference/performance-floor.md: what Django + gunicorn + nginx cost on this machine.
+nginx config has: this is never a production endpoint). No database, no middleware, no auth: it
+measures what Django + gunicorn + nginx alone cost on this machine.
 """
 
 from django.http import JsonResponse

@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.harness.services import PostgresServer, RedisServer  # noqa: E402
+from tests.harness.services import PostgresServer, RedisServer
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -114,7 +114,7 @@ def run(args) -> int:
 
     operator_c, operator = client_for("loadtest-operator-0001")
     supervisor_c, supervisor = client_for("loadtest-supervisor-0001")
-    maker_c, maker = client_for("loadtest-maker-0001")
+    maker_c, _maker = client_for("loadtest-maker-0001")
     dept = supervisor.department_id
     dept_operators = list(User.objects.filter(role="operator", department_id=dept, is_active=True)
                           .values_list("pk", flat=True)[:10])
@@ -194,7 +194,7 @@ def run(args) -> int:
             if name.startswith("POST update_progress"):
                 extra = progress_target()  # outside the measured window
 
-                def call(i, _pk=extra):  # noqa: E306
+                def call(i, _pk=extra):
                     return operator_c.post(f"/api/tasks/{_pk}/update_progress/", {"quantity": 1}, format="json")
             with CaptureQueriesContext(connection) as ctx:
                 t0 = time.perf_counter()

@@ -27,9 +27,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "tests"))
 sys.path.insert(0, str(HERE))
 
-from capacity import CpuSampler  # noqa: E402 - after the sys.path setup above
-from harness.stack import Stack, StackOptions  # noqa: E402 - after the sys.path setup above
-from worker_class import measure  # noqa: E402 - after the sys.path setup above
+from capacity import CpuSampler
+from worker_class import measure
+
+from harness.stack import Stack, StackOptions
 
 KEEPALIVE_LINE = 'proxy_set_header Connection "";'
 

@@ -30,8 +30,8 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from harness.app import GunicornServer  # noqa: E402
-from harness.services import PostgresServer, RedisServer, free_port  # noqa: E402
+from harness.app import GunicornServer
+from harness.services import PostgresServer, RedisServer, free_port
 
 BIN = Path(sys.executable).parent
 PASSWORD = "bench-password-123"

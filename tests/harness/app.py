@@ -120,7 +120,7 @@ class _AppServer:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH") or os.environ.get("PATH", "")])
         return env
 
-    def start(self, timeout: float = 60.0) -> "_AppServer":
+    def start(self, timeout: float = 60.0) -> _AppServer:
         self.process = ManagedProcess(self.name, self.argv(), log_path=self.log_path, env=self.child_env(),
                                       stop_timeout=30.0).start()
         self.process.wait_until(self.is_ready, timeout=timeout)

@@ -17,7 +17,7 @@ import time
 import weakref
 from pathlib import Path
 
-_RUNNING: "weakref.WeakSet[ManagedProcess]" = weakref.WeakSet()
+_RUNNING: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
 
 
 class ProcessExited(RuntimeError):
@@ -37,7 +37,7 @@ class ManagedProcess:
         self.process: subprocess.Popen | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -122,7 +122,7 @@ def stop_all() -> None:
     for proc in list(_RUNNING):
         try:
             proc.stop(timeout=5)
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+        except Exception:  # noqa: BLE001, S110 - best effort at interpreter exit: nothing left to report to
             pass
 
 

@@ -60,7 +60,7 @@ class Exporter:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "Exporter":
+    def start(self, timeout: float = 30.0) -> Exporter:
         self.process = ManagedProcess(f"{self.job}-exporter", self.argv, env=self.env,
                                       log_path=self.log_dir / f"{self.job}-exporter.log").start()
         self.process.wait_until(lambda: http_get(f"http://{self.target}/metrics", 2)[0] == 200, timeout,
@@ -160,7 +160,7 @@ class PrometheusServer:
             raise RuntimeError(f"promtool check config failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout + result.stderr
 
-    def start(self, timeout: float = 60.0) -> "PrometheusServer":
+    def start(self, timeout: float = 60.0) -> PrometheusServer:
         self.check()
         argv = [find_binary("prometheus", ("/usr/bin/prometheus",)), f"--config.file={self.config_path}",
                 f"--storage.tsdb.path={self.base / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 
 class MissingBinary(RuntimeError):
@@ -100,7 +101,7 @@ class PostgresServer:
         return f"postgres://{self.user}@127.0.0.1:{self.port}/{dbname}"
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def init(self) -> "PostgresServer":
+    def init(self) -> PostgresServer:
         self.base.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         if _as_root():
@@ -120,7 +121,7 @@ class PostgresServer:
             "-c shared_buffers=128MB"
         )
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         """Start and wait for the port; free_port() can race with another run, so retry on a new port."""
         if not (self.data_dir / "PG_VERSION").exists():
             self.init()
@@ -167,7 +168,7 @@ class PostgresServer:
         self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -195,15 +196,16 @@ class RedisServer:
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.base.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [find_binary("redis-server", ("/usr/bin/redis-server", "/usr/sbin/redis-server")),
-             "--bind", "127.0.0.1", "--port", str(self.port), "--unixsocket", str(self.socket_path),
-             "--unixsocketperm", "770", "--save", "", "--appendonly", "no", "--dir", str(self.base),
-             "--maxmemory", self.maxmemory, "--protected-mode", "yes"],
-            stdout=open(self.base / "redis.log", "ab"), stderr=subprocess.STDOUT,
-        )
+        with open(self.base / "redis.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [find_binary("redis-server", ("/usr/bin/redis-server", "/usr/sbin/redis-server")),
+                 "--bind", "127.0.0.1", "--port", str(self.port), "--unixsocket", str(self.socket_path),
+                 "--unixsocketperm", "770", "--save", "", "--appendonly", "no", "--dir", str(self.base),
+                 "--maxmemory", self.maxmemory, "--protected-mode", "yes"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         wait_for_port(self.port)
         return self
 
@@ -225,7 +227,7 @@ class RedisServer:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

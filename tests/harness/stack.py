@@ -1,8 +1,9 @@
 """The whole production topology on one machine, in one temporary directory: `Stack`.
 
 Order of start (each step waits until the previous one answers):
-  PostgreSQL (production-like settings, fsync on) -> Redis (unix socket) -> migrate -> collectstatic
-  -> seed (seed_loadtest + ANALYZE) -> gunicorn (unix socket for nginx + loopback TCP for Prometheus)
+  PostgreSQL (production-like settings, fsync on) -> Redis (unix socket) -> migrate
+  -> seed (seed_loadtest + ANALYZE, or a copy of the run's seeded template: tests/harness/seed.py)
+  -> collectstatic -> gunicorn (unix socket for nginx + loopback TCP for Prometheus)
   -> daphne (unix socket) -> nginx -> exporters (node, postgres, redis, nginx) -> Prometheus.
 stop() runs in reverse order, never raises, and is safe after a failed start(): every server is a
 process group killed with SIGTERM then SIGKILL (tests/harness/process.py), PostgreSQL is stopped
@@ -28,13 +29,23 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from . import deployment
 from .app import DaphneServer, GunicornServer
 from .nginx import NginxConfig, NginxServer
 from .process import ManagedProcess
-from .prometheus import (Exporter, PrometheusServer, ScrapeJob, nginx_exporter, node_exporter,
-                         postgres_exporter, redis_exporter)
+from .progress import Ticker
+from .prometheus import (
+    Exporter,
+    PrometheusServer,
+    ScrapeJob,
+    nginx_exporter,
+    node_exporter,
+    postgres_exporter,
+    redis_exporter,
+)
+from .seed import SeedCache, SeedSpec
 from .services import PostgresServer, RedisServer, free_port, pg_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +116,7 @@ def _pid_alive(pid: int) -> bool:
 
 @dataclass
 class StackOptions:
-    # Data: seed_loadtest (contracts.md) account pool and realistic orders/tasks.
+    # Data: seed_loadtest's account pools and realistic orders/tasks.
     work_orders: int = 20000
     # At least this many tasks: seed_loadtest approves only part of the orders, so the stack tops
     # up the number of work orders until the task count reaches it (0: no minimum).
@@ -115,6 +126,10 @@ class StackOptions:
     makers: int = 50
     password: str = field(default_factory=lambda: "lt-" + secrets.token_urlsafe(12))
     seed: bool = True
+    # Where the seeded data comes from: None runs seed_loadtest in this stack's database; a SeedCache
+    # (tests/harness/seed.py) seeds once per set of the parameters above and this stack starts from a
+    # file-level copy of it (the accounts' password becomes the template's).
+    seed_cache: SeedCache | None = field(default=None, repr=False, compare=False)
     # Servers. None = the package/module default.
     gunicorn_workers: int | None = None
     gunicorn_extra_env: dict[str, str] = field(default_factory=dict)
@@ -135,10 +150,12 @@ class StackOptions:
 class Stack:
     """`with Stack(options) as stack:` or start()/stop(). Attributes hold every server and path."""
 
-    def __init__(self, options: StackOptions | None = None, base_dir: str | Path | None = None, log=print):
+    def __init__(self, options: StackOptions | None = None, base_dir: str | Path | None = None, log=print,
+                 name: str = "stack"):
         self.options = options or StackOptions()
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="wo-stack-"))
         self.log = log
+        self.name = name  # the tag of its log lines
         self.run_dir = self.base / "run"
         self.state_dir = self.base / "state"
         self.static_root = self.state_dir / "static"
@@ -163,6 +180,7 @@ class Stack:
         self.extra_processes: list[ManagedProcess] = []
         self.timings: dict[str, float] = {}
         self.counts: dict[str, int] = {}
+        self.seed_template = None  # the SeedTemplate this stack's database was copied from, if any
 
     # -- configuration shared by every Django process -----------------------------------------
     @property
@@ -249,11 +267,11 @@ class Stack:
         class _Timer:
             def __enter__(self):
                 self.t0 = time.monotonic()
-                stack.log(f"[stack] {name} ...")
+                stack.log(f"[{stack.name}] {name} ...")
 
             def __exit__(self, *exc):
                 stack.timings[name] = round(time.monotonic() - self.t0, 2)
-                stack.log(f"[stack] {name}: {stack.timings[name]:.1f}s{' (failed)' if exc[0] else ''}")
+                stack.log(f"[{stack.name}] {name}: {stack.timings[name]:.1f}s{' (failed)' if exc[0] else ''}")
 
         return _Timer()
 
@@ -273,45 +291,20 @@ class Stack:
                               timeout=timeout, cwd=str(self.base))
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         try:
             self._start()
         except BaseException:
-            self.log("[stack] start failed; stopping what was started")
+            self.log(f"[{self.name}] start failed; stopping what was started")
             self.stop()
             raise
         return self
 
     def _start(self) -> None:
         o = self.options
-        for path in (self.run_dir, self.state_dir, self.static_root, self.media_root, self.backup_dir,
-                     self.textfile_dir, self.logs, self.secret_key_file.parent, self.multiproc_dir):
-            path.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.base, 0o711)  # PostgreSQL runs as `postgres` when we are root: it must traverse
-        self.secret_key_file.write_text(secrets.token_urlsafe(50))
-        os.chmod(self.secret_key_file, 0o600)
-        self.nginx_port = free_port()
-
-        with self._step("postgresql"):
-            self.postgres = ProductionPostgresServer(str(self.base / "postgresql"), durable=o.durable_postgres)
-            self.postgres.start()
-            # services.postgresql ensureUsers/ensureDatabases + ensureDBOwnership. CREATEDB lets the
-            # backup tool's --verify-restore create its scratch database as the service user.
-            self.postgres.psql(f'CREATE ROLE "{self.db_user}" LOGIN CREATEDB')
-            self.postgres.psql(f'CREATE DATABASE "{self.db_name}" OWNER "{self.db_user}"')
-        with self._step("redis"):
-            self.redis = RedisServer(str(self.base / "redis"))
-            self.redis.start()
-            # services.redis.servers.workorder.settings (the module): evict keys with a TTL first.
-            import redis as redis_client
-
-            redis_client.Redis(unix_socket_path=str(self.redis.socket_path)).config_set("maxmemory-policy", "volatile-lru")
-        with self._step("migrate"):
-            self.manage("migrate", "--noinput")
+        self.start_database()
         with self._step("collectstatic"):
             self.manage("collectstatic", "--noinput")
-        if o.seed:
-            self.seed()
         with self._step("gunicorn"):
             # tests/harness/app.py launchers: the production command lines, environment from app_env().
             workers = o.gunicorn_workers or (2 * _cpu_count() + 1)  # the package default when unset
@@ -332,16 +325,73 @@ class Stack:
         if o.monitoring:
             self.start_monitoring()
 
+    def start_database(self) -> None:
+        """PostgreSQL, Redis, migrate and the data: what a seed template (tests/harness/seed.py) and a
+        stack share. Call stop() after a failure here too."""
+        o = self.options
+        for path in (self.run_dir, self.state_dir, self.static_root, self.media_root, self.backup_dir,
+                     self.textfile_dir, self.logs, self.secret_key_file.parent, self.multiproc_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.base, 0o711)  # PostgreSQL runs as `postgres` when we are root: it must traverse
+        self.secret_key_file.write_text(secrets.token_urlsafe(50))
+        os.chmod(self.secret_key_file, 0o600)
+        self.nginx_port = free_port()
+
+        self.postgres = ProductionPostgresServer(str(self.base / "postgresql"), durable=o.durable_postgres)
+        cloned = o.seed and o.seed_cache is not None
+        if cloned:
+            spec = SeedSpec.of(o)
+            template = o.seed_cache.template(spec)  # built by the first stack that asks (minutes)
+            with self._step("copy of the seeded template cluster"):
+                self.postgres.base.mkdir(parents=True, exist_ok=True)
+                o.seed_cache.clone_into(spec, self.postgres.data_dir)
+            self.seed_template = template
+            o.password = template.password
+        with self._step("postgresql"):
+            self.postgres.init()  # initdb unless the data directory is a copy; socket directory, owner
+            self.postgres.start()
+            if not cloned:
+                # services.postgresql ensureUsers/ensureDatabases + ensureDBOwnership. CREATEDB lets the
+                # backup tool's --verify-restore create its scratch database as the service user.
+                self.postgres.psql(f'CREATE ROLE "{self.db_user}" LOGIN CREATEDB')
+                self.postgres.psql(f'CREATE DATABASE "{self.db_name}" OWNER "{self.db_user}"')
+        with self._step("redis"):
+            self.redis = RedisServer(str(self.base / "redis"))
+            self.redis.start()
+            # services.redis.servers.workorder.settings (the module): evict keys with a TTL first.
+            import redis as redis_client
+
+            redis_client.Redis(unix_socket_path=str(self.redis.socket_path)).config_set("maxmemory-policy", "volatile-lru")
+        with self._step("migrate"):
+            self.manage("migrate", "--noinput")  # on a copy: nothing to apply, as at every boot of the module
+        if cloned:
+            self.counts = self.count_rows()
+            self.log(f"[{self.name}] seeded (copy of the run's template): {self.counts}")
+        elif o.seed:
+            self.seed()
+
+    def count_rows(self) -> dict[str, int]:
+        return {
+            "work_orders": int(self.psql("SELECT count(*) FROM production_workorder")),
+            "tasks": int(self.psql("SELECT count(*) FROM production_task")),
+            "users": int(self.psql("SELECT count(*) FROM accounts_user")),
+        }
+
+    def _seed_progress(self) -> str:
+        counts = self.count_rows()
+        return f"{counts['work_orders']} work orders, {counts['tasks']} tasks in the database so far"
+
     def seed(self) -> None:
         o = self.options
         work_orders = o.work_orders
-        for attempt in range(4):
+        for _attempt in range(4):
             with self._step(f"seed_loadtest ({work_orders} work orders)"):
                 args = ["seed_loadtest", "--operators", str(o.operators), "--supervisors", str(o.supervisors),
                         "--makers", str(o.makers), "--password", o.password, "--force"]
                 if work_orders:
                     args += ["--work-orders", str(work_orders)]
-                result = self.manage(*args, timeout=1800)
+                with Ticker(10, self._seed_progress, prefix=f"[{self.name}] seeding", log=self.log):
+                    result = self.manage(*args, timeout=1800)
                 self.log(result.stdout.strip()[-2000:])
             tasks = int(self.psql("SELECT count(*) FROM production_task"))
             if not o.min_tasks or tasks >= o.min_tasks or not work_orders:
@@ -350,12 +400,27 @@ class Stack:
             work_orders = int(work_orders * o.min_tasks / max(tasks, 1) * 1.05) + 1
         with self._step("ANALYZE"):
             self.psql("ANALYZE")
-        self.counts = {
-            "work_orders": int(self.psql("SELECT count(*) FROM production_workorder")),
-            "tasks": int(self.psql("SELECT count(*) FROM production_task")),
-            "users": int(self.psql("SELECT count(*) FROM accounts_user")),
-        }
-        self.log(f"[stack] seeded: {self.counts}")
+        self.counts = self.count_rows()
+        self.log(f"[{self.name}] seeded: {self.counts}")
+
+    def reload_nginx(self, timeout: float = 30) -> None:
+        """Re-render nginx's config from `self.nginx.config`, SIGHUP the master, and return once
+        the reload took effect: every worker that served the old config has exited (nginx starts
+        new workers with the new config, the old ones finish their requests and go)."""
+        import psutil
+
+        master = psutil.Process(self.nginx.process.pid)
+        old = {child.pid for child in master.children()}
+        self.nginx.reload()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.nginx.process.check_alive()
+            current = {child.pid for child in master.children()}
+            if current and not current & old:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"nginx reload not done after {timeout}s: old workers {old}, now {current}; "
+                           f"{self.nginx.process.log_tail()}")
 
     def start_monitoring(self) -> None:
         with self._step("exporters"):
@@ -390,7 +455,7 @@ class Stack:
             try:
                 action()
             except Exception as exc:  # noqa: BLE001 - teardown must go on
-                self.log(f"[stack] stopping {name} failed: {exc!r}")
+                self.log(f"[{self.name}] stopping {name} failed: {exc!r}")
 
     def collect_logs(self, dest: Path) -> list[Path]:
         """Copy every server's log (and the rendered configs) to `dest`, e.g. for CI artifacts."""
@@ -414,7 +479,7 @@ class Stack:
         if not self.options.keep_dir:
             shutil.rmtree(self.base, ignore_errors=True)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:

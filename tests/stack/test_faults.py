@@ -1,8 +1,9 @@
 """Faults under load: the production topology keeps its acknowledged writes and recovers by itself.
 
 A `Stack` (tests/harness/stack.py: PostgreSQL with fsync on, Redis, gunicorn with 3 workers, daphne,
-nginx; no monitoring, users and catalog seeded, no orders) takes a steady, moderate load through
-nginx from a bounded loopback load loop (`Load` below): pipelines of maker -> supervisor -> operator
+nginx; no monitoring; the full-size data, a copy of the run's seeded template, tests/stack/conftest.py)
+takes a steady, moderate load through nginx from a bounded loopback load loop (`Load` below): pipelines
+of maker -> supervisor -> operator
 that create work orders, approve them, claim the first task and report progress, plus list reads,
 every request recorded with its time and outcome, every acknowledged (2xx) write put in a
 client-side ledger. WebSocket clients (the makers and supervisors of the pipelines) listen through
@@ -19,8 +20,14 @@ For each: failed requests in the event window (count and share), seconds until t
 re-fetched), acknowledged writes of the window missing from the database afterwards (must be 0).
 The table is printed, written to reports/faults/fault_table.md and recorded in docs/reliability.md.
 
+The test fails when a rule breaks, and also when it could not have seen one break: a load or
+WebSocket thread that died (its traceback is in the failure), a fault the stack did not recover from
+within the deadline, a failure status a fault must not cause (a 500, a 502 outside the worker kill,
+any failure while Redis or daphne restart: the notification push and the cache tolerate Redis being
+down), or too few requests to judge.
+
 Run: .venv/bin/python -m pytest -c tests/pytest.ini --rootdir . tests/stack/test_faults.py
-Loopback only; about 3-4 minutes (most of it the stack start).
+Loopback only; about 35 s plus the stack start. Progress: one line every ~10 s.
 """
 
 from __future__ import annotations
@@ -30,20 +37,46 @@ import os
 import signal
 import threading
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
 import requests
 
-from harness.stack import REPO_ROOT, Stack, StackOptions
+from harness.progress import Ticker
+from harness.stack import REPO_ROOT, Stack
 
 pytestmark = pytest.mark.stack
 
 PIPELINES = int(os.environ.get("WORKORDER_FAULT_PIPELINES", "4"))
 THINK = float(os.environ.get("WORKORDER_FAULT_THINK", "0.05"))  # seconds between a pipeline's requests
 MAX_RECOVERY_SECONDS = 30.0
+RECOVERY_DEADLINE = 90.0  # no recovery by then fails the test (it must not read as "recovered after 0 s")
 QUIET_SECONDS = 3.0  # a fault is over when this long passed without a failure (and requests succeeded)
+BASELINE_SECONDS = 8.0
+# The failure statuses each fault may cause (anything else fails the test): nginx answers 502 for the
+# requests the killed worker held; the API answers 503 while PostgreSQL is down. Restarting daphne
+# or Redis must not fail a single HTTP request (the push and the cache tolerate Redis being down).
+ALLOWED_FAILURES = {
+    "baseline": set(),
+    "kill -9 one gunicorn worker": {502},
+    "kill -9 daphne, restart after 2 s": set(),
+    "restart Redis": set(),
+    "restart PostgreSQL (fast)": {503},
+}
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll `predicate()` until it returns something truthy (returned); TimeoutError at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not true after {timeout:.0f}s (last: {last!r})")
 
 
 # --- the load ---------------------------------------------------------------------------------------
@@ -69,6 +102,8 @@ class Load:
         self.ledger = Ledger()
         self.stop_flag = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.errors: list[str] = []  # tracebacks of pipeline threads that died
+        self.cycles: Counter = Counter()  # pipeline name -> complete cycles
 
     def request(self, session: requests.Session, token: str, method: str, path: str, what: str, body=None):
         status, data, detail, response = 0, None, "", None
@@ -89,36 +124,47 @@ class Load:
         return status, data
 
     def run_pipeline(self, p: dict) -> None:
-        session = requests.Session()
-        while not self.stop_flag.is_set():
-            self.cycle(session, p)
-            time.sleep(THINK)
+        try:
+            session = requests.Session()
+            while not self.stop_flag.is_set():
+                if self.cycle(session, p):
+                    self.cycles[p["name"]] += 1
+                time.sleep(THINK)
+        except BaseException:  # noqa: BLE001 - recorded and turned into a test failure by check_alive()
+            with self.events_lock:
+                self.errors.append(f"pipeline {p['name']} died:\n{traceback.format_exc()}")
 
-    def cycle(self, session, p) -> None:
-        ok = lambda status: 200 <= status < 300  # noqa: E731
-        pause = lambda: time.sleep(THINK)  # noqa: E731
+    def check_alive(self) -> None:
+        """Fail the test when a load thread died: a fault test without load proves nothing."""
+        dead = [t.name for t in self.threads if not t.is_alive()]
+        assert not self.errors and not dead, f"load threads died: {dead}\n" + "\n".join(self.errors)
+
+    def cycle(self, session, p) -> bool:
+        """One maker -> supervisor -> operator round; True when every step succeeded."""
+        ok = lambda status: 200 <= status < 300
+        pause = lambda: time.sleep(THINK)
         status, order = self.request(session, p["maker_token"], "POST", "/api/workorders/", "create", {
             "customer": p["customer"], "product": p["product"], "production_quantity": 3,
             "delivery_date": "2031-01-31", "priority": "normal"})
         if not ok(status):
-            return
+            return False
         with self.ledger.lock:
             self.ledger.work_orders.append((time.monotonic(), order["id"]))
         pause()
         status, _ = self.request(session, p["supervisor_token"], "POST", f"/api/workorders/{order['id']}/approve/",
                                  "approve")
         if not ok(status):
-            return
+            return False
         pause()
         status, tasks = self.request(session, p["operator_token"], "GET",
                                      f"/api/tasks/?work_order={order['id']}&status=pending", "list-tasks")
         if not ok(status) or not tasks["results"]:
-            return
+            return False
         task = min(tasks["results"], key=lambda t: t["sequence"])
         pause()
         status, _ = self.request(session, p["operator_token"], "POST", f"/api/tasks/{task['id']}/claim/", "claim")
         if not ok(status):
-            return
+            return False
         with self.ledger.lock:
             self.ledger.claims.append((time.monotonic(), task["id"], p["operator_id"]))
         for _ in range(3):
@@ -126,13 +172,16 @@ class Load:
             status, _ = self.request(session, p["operator_token"], "POST", f"/api/tasks/{task['id']}/update_progress/",
                                      "progress", {"quantity": 1})
             if not ok(status):
-                return
+                return False
             with self.ledger.lock:
                 self.ledger.progress.append((time.monotonic(), task["id"], p["operator_id"], 1))
         pause()
-        self.request(session, p["supervisor_token"], "GET", "/api/tasks/?page_size=20", "read-tasks")
+        status, _ = self.request(session, p["supervisor_token"], "GET", "/api/tasks/?page_size=20", "read-tasks")
+        if not ok(status):
+            return False
         pause()
-        self.request(session, p["maker_token"], "GET", "/api/statistics/task_summary/", "read-stats")
+        status, _ = self.request(session, p["maker_token"], "GET", "/api/statistics/task_summary/", "read-stats")
+        return ok(status)
 
     def start(self) -> None:
         for p in self.pipelines:
@@ -140,10 +189,21 @@ class Load:
             thread.start()
             self.threads.append(thread)
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
+        """Stop the pipelines; the names of those still running 30 s later (the test fails on them)."""
         self.stop_flag.set()
         for thread in self.threads:
             thread.join(30)
+        return [t.name for t in self.threads if t.is_alive()]
+
+    def progress(self) -> str:
+        with self.events_lock:
+            total = len(self.events)
+            failed = sum(1 for e in self.events if not 200 <= e[2] < 300)
+        alive = sum(1 for t in self.threads if t.is_alive())
+        return (f"{total} requests, {failed} failed, {sum(self.cycles.values())} pipeline cycles, "
+                f"{len(self.ledger.work_orders) + len(self.ledger.claims) + len(self.ledger.progress)} acknowledged "
+                f"writes, {alive}/{len(self.threads)} load threads alive")
 
     def window(self, t0: float, t1: float) -> tuple[int, int, float | None]:
         """(requests, failed, time of the last failure) between t0 and t1."""
@@ -168,35 +228,56 @@ class NotificationListener:
         self.refetched: dict[int, float] = {}  # notification id -> time re-fetched after a reconnect
         self.disconnects: list[float] = []
         self.reconnects: list[float] = []
+        self.refetches: list[float] = []  # when a re-fetch after a reconnect finished
+        self.error: str | None = None  # traceback, when the thread died
         self.stop_flag = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True, name=f"ws-{name}")
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"ws-{name}")
         self.connected = threading.Event()
 
-    def start(self) -> "NotificationListener":
+    def start(self) -> NotificationListener:
         self.thread.start()
         return self
 
     def stop(self) -> None:
         self.stop_flag.set()
         self.thread.join(15)
+        assert not self.thread.is_alive(), f"WebSocket client {self.name} still running 15 s after stop"
 
-    def refetch(self) -> None:
+    def check_alive(self) -> None:
+        assert self.thread.is_alive() and self.error is None, f"WebSocket client {self.name} died:\n{self.error}"
+
+    def caught_up(self, since: float) -> bool:
+        """Every disconnect since `since` was followed by a reconnect and both re-fetches after it."""
+        drops = [t for t in self.disconnects if t >= since]
+        if not drops:
+            return True
+        return len([t for t in self.refetches if t > max(drops)]) >= 2
+
+    def _run(self) -> None:
+        try:
+            self.run()
+        except BaseException:  # noqa: BLE001 - recorded; check_alive() turns it into a test failure
+            self.error = traceback.format_exc()
+
+    def refetch(self) -> bool:
+        """GET /api/notifications/ (newest first) until a page brings nothing new; False if it failed."""
         session = requests.Session()
         for page in range(1, 20):
             try:
                 response = session.get(f"{self.base}/api/notifications/?page_size=100&page={page}", timeout=10,
                                         headers={"Authorization": f"Token {self.token}"})
             except requests.RequestException:
-                return
+                return False
             if response.status_code != 200:
-                return
+                return False
             rows = response.json()["results"]
             new = [row["id"] for row in rows if row["id"] not in self.pushed and row["id"] not in self.refetched]
             now = time.monotonic()
             for notification_id in new:
                 self.refetched[notification_id] = now
             if not new or not response.json()["next"]:
-                return
+                return True
+        return True
 
     def run(self) -> None:
         from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -210,7 +291,8 @@ class NotificationListener:
                     refetch_again_at = None
                     if not first:
                         self.reconnects.append(time.monotonic())
-                        self.refetch()
+                        if self.refetch():
+                            self.refetches.append(time.monotonic())
                         # The server joins the user's group just after accepting the socket: fetch once
                         # more a moment later to cover a notification created in between.
                         refetch_again_at = time.monotonic() + 1.0
@@ -219,7 +301,8 @@ class NotificationListener:
                     while not self.stop_flag.is_set():
                         if refetch_again_at and time.monotonic() >= refetch_again_at:
                             refetch_again_at = None
-                            self.refetch()
+                            if self.refetch():
+                                self.refetches.append(time.monotonic())
                         try:
                             message = json.loads(ws.recv(timeout=0.5))
                         except TimeoutError:
@@ -237,52 +320,62 @@ class NotificationListener:
 
 # --- the stack and the faults -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def fault_stack():
-    options = StackOptions(work_orders=0, operators=20, supervisors=5, makers=10, monitoring=False,
-                           gunicorn_workers=3, rate_limit="5000r/s", rate_burst=10000, nginx_access_log=False,
-                           keep_dir=os.environ.get("WORKORDER_STACK_KEEP") == "1")
+def fault_stack(full_size_options):
+    """The full-size data (a copy of the run's seeded template), 3 gunicorn workers, no monitoring."""
+    options = full_size_options(monitoring=False, gunicorn_workers=3, rate_limit="5000r/s", rate_burst=10000,
+                                nginx_access_log=False)
     stack = Stack(options)
     t0 = time.monotonic()
     stack.start()
-    print(f"\n[faults] stack up in {time.monotonic() - t0:.0f}s at {stack.url} ({stack.base})")
+    print(f"\n[faults] stack up in {time.monotonic() - t0:.0f}s at {stack.url} ({stack.base}); {stack.counts}")
     try:
         yield stack
     finally:
         stack.cleanup()
 
 
+def _id(value):
+    return value["id"] if isinstance(value, dict) else value
+
+
 def plan_pipelines(stack: Stack, count: int) -> list[dict]:
-    """Pipelines whose product starts in the operator's and supervisor's department."""
+    """Pipelines whose product starts in the operator's and supervisor's department. The accounts'
+    departments come from the database, so only the accounts used log in (a login costs ~0.35 s)."""
     session = requests.Session()
+    rows = stack.psql("SELECT username, id, coalesce(department_id, 0) FROM accounts_user "
+                      "WHERE username LIKE 'loadtest-%' ORDER BY username")
+    accounts = {name: (int(user_id), int(department)) for name, user_id, department in
+                (line.split("|") for line in rows.splitlines())}
 
-    def login(username):
-        token = stack.login(username)
-        me = session.get(stack.url + "/api/auth/me/", headers={"Authorization": f"Token {token}"}, timeout=10).json()
-        return token, me
+    def pool(role: str) -> list[tuple[str, int, int]]:
+        return [(name, *accounts[name]) for name in sorted(accounts) if name.startswith(f"loadtest-{role}-")]
 
-    o = stack.options
-    supervisors = [login(f"loadtest-supervisor-{n:04d}") for n in range(1, o.supervisors + 1)]
-    operators = [login(f"loadtest-operator-{n:04d}") for n in range(1, o.operators + 1)]
-    makers = [login(f"loadtest-maker-{n:04d}") for n in range(1, o.makers + 1)]
-    token = supervisors[0][0]
-    products = session.get(stack.url + "/api/products/?page_size=100", timeout=10,
-                           headers={"Authorization": f"Token {token}"}).json()["results"]
-    customer = session.get(stack.url + "/api/customers/", timeout=10,
-                           headers={"Authorization": f"Token {token}"}).json()["results"][0]["id"]
+    tokens: dict[str, str] = {}
+
+    def token(name: str) -> str:
+        if name not in tokens:
+            tokens[name] = stack.login(name)
+        return tokens[name]
+
+    operators, supervisors, makers = pool("operator"), pool("supervisor"), pool("maker")
+    assert len(makers) >= count, f"{count} pipelines need {count} makers, the seed has {len(makers)}"
+    headers = {"Authorization": f"Token {token(supervisors[0][0])}"}
+    products = session.get(stack.url + "/api/products/?page_size=100", timeout=10, headers=headers).json()["results"]
+    customer = session.get(stack.url + "/api/customers/", timeout=10, headers=headers).json()["results"][0]["id"]
     pipelines = []
     used_operators = set()
     for n in range(count):
         product = products[n % len(products)]
-        department = product["routing"][0]["department"]
-        operator = next(op for op in operators if op[1]["department"] == department and op[1]["id"] not in used_operators)
-        used_operators.add(operator[1]["id"])
-        supervisor = next(sup for sup in supervisors if sup[1]["department"] == department)
+        department = _id(product["routing"][0]["department"])
+        operator = next(op for op in operators if op[2] == department and op[1] not in used_operators)
+        used_operators.add(operator[1])
+        supervisor = next(sup for sup in supervisors if sup[2] == department)
         maker = makers[n]
         pipelines.append({
             "name": f"p{n + 1}", "product": product["id"], "customer": customer,
-            "maker_token": maker[0], "maker_id": maker[1]["id"],
-            "supervisor_token": supervisor[0], "supervisor_id": supervisor[1]["id"],
-            "operator_token": operator[0], "operator_id": operator[1]["id"],
+            "maker_token": token(maker[0]), "maker_id": maker[1],
+            "supervisor_token": token(supervisor[0]), "supervisor_id": supervisor[1],
+            "operator_token": token(operator[0]), "operator_id": operator[1],
         })
     return pipelines
 
@@ -325,18 +418,20 @@ FAULTS = [
 ]
 
 
-def wait_recovered(load: Load, t_fault: float, timeout: float = 90.0) -> float:
-    """The end of the event: QUIET_SECONDS without failures, with successful requests in them."""
+def wait_recovered(load: Load, t_fault: float, timeout: float = RECOVERY_DEADLINE) -> tuple[float, bool]:
+    """(end of the event, recovered): the event ends after QUIET_SECONDS without failures, with
+    successful requests in them; (now, False) when that does not happen within `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.5)
+        load.check_alive()
         now = time.monotonic()
         if now - t_fault < QUIET_SECONDS:
             continue
         total, failed, _ = load.window(now - QUIET_SECONDS, now)
         if failed == 0 and total >= 5:
-            return now
-    return time.monotonic()
+            return now, True
+    return time.monotonic(), False
 
 
 def lost_writes(stack: Stack, ledger: Ledger, t0: float, t1: float) -> tuple[int, int]:
@@ -404,42 +499,63 @@ def test_faults_under_load(fault_stack):
         assert listener.connected.wait(20), f"{listener.name} never connected"
     load = Load(stack.url, pipelines)
     wall0, mono0 = time.time(), time.monotonic()
-    load.start()
+    problems: list[str] = []  # rule breaks seen during the run, asserted after the table is printed
     rows = []
+    load.start()
     try:
-        time.sleep(8)  # warm-up and the baseline
-        baseline_end = time.monotonic()
-        rows.append({"fault": "baseline (no fault, 8 s)", "t0": mono0, "t1": baseline_end, "detail": "",
-                     "recovery": 0.0})
-        for name, action in FAULTS:
-            disconnects_before = {l.name: len(l.disconnects) for l in listeners}
-            reconnects_before = {l.name: len(l.reconnects) for l in listeners}
-            t_fault = time.monotonic()
-            detail = action(stack)
-            t_end = wait_recovered(load, t_fault)
-            _, _, last_failure = load.window(t_fault, t_end)
-            recovery = (last_failure - t_fault) if last_failure else 0.0
-            time.sleep(2)  # let WebSocket clients that reconnected re-fetch
-            rows.append({
-                "fault": name, "t0": t_fault, "t1": t_end, "detail": detail, "recovery": recovery,
-                "ws_disconnected": sum(1 for l in listeners if len(l.disconnects) > disconnects_before[l.name]),
-                "ws_reconnected": sum(1 for l in listeners if len(l.reconnects) > reconnects_before[l.name]),
-            })
-            reconnect_times = [min(t for t in l.reconnects if t >= t_fault) - t_fault for l in listeners
-                               if any(t >= t_fault for t in l.reconnects)]
-            rows[-1]["ws_reconnect_seconds"] = max(reconnect_times) if reconnect_times else None
-            print(f"[faults] {name}: {detail}; recovered after {recovery:.1f}s; "
-                  f"failures {load.failures_by_status(t_fault, t_end)}")
-            for _, request, status, body in [f for f in load.failure_details if t_fault <= f[0] < t_end][:3]:
-                print(f"[faults]   failed: {request} -> {status or 'no response'}: {body!r}")
-            time.sleep(2)
+        with Ticker(10, load.progress, prefix="[faults] load"):
+            # Warm-up and the baseline: BASELINE_SECONDS of load in which every pipeline went round.
+            wait_until(lambda: load.check_alive() or (time.monotonic() - mono0 >= BASELINE_SECONDS
+                                                      and all(load.cycles[p["name"]] for p in pipelines)),
+                       60, "every pipeline completed a cycle")
+            baseline_end = time.monotonic()
+            rows.append({"fault": f"baseline (no fault, {baseline_end - mono0:.0f} s)", "key": "baseline",
+                         "t0": mono0, "t1": baseline_end, "detail": "", "recovery": 0.0})
+            for name, action in FAULTS:
+                load.check_alive()
+                for listener in listeners:
+                    listener.check_alive()
+                disconnects_before = {l.name: len(l.disconnects) for l in listeners}
+                reconnects_before = {l.name: len(l.reconnects) for l in listeners}
+                t_fault = time.monotonic()
+                detail = action(stack)
+                t_end, recovered = wait_recovered(load, t_fault)
+                if not recovered:
+                    problems.append(f"{name}: still failing {RECOVERY_DEADLINE:.0f} s after the fault "
+                                    f"(no {QUIET_SECONDS:.0f} s without failures)")
+                _, _, last_failure = load.window(t_fault, t_end)
+                recovery = (last_failure - t_fault) if last_failure else 0.0
+                try:  # clients that lost their socket reconnect and re-fetch what they missed
+                    wait_until(lambda since=t_fault: all(l.caught_up(since) for l in listeners), 30,
+                               "every WebSocket client that lost its socket reconnected and re-fetched")
+                except TimeoutError as exc:
+                    problems.append(f"{name}: {exc}")
+                rows.append({
+                    "fault": name, "key": name, "t0": t_fault, "t1": t_end, "detail": detail, "recovery": recovery,
+                    "ws_disconnected": sum(1 for l in listeners if len(l.disconnects) > disconnects_before[l.name]),
+                    "ws_reconnected": sum(1 for l in listeners if len(l.reconnects) > reconnects_before[l.name]),
+                })
+                reconnect_times = [min(t for t in l.reconnects if t >= t_fault) - t_fault for l in listeners
+                                   if any(t >= t_fault for t in l.reconnects)]
+                rows[-1]["ws_reconnect_seconds"] = max(reconnect_times) if reconnect_times else None
+                print(f"[faults] {name}: {detail}; recovered after {recovery:.1f}s; "
+                      f"failures {load.failures_by_status(t_fault, t_end)}")
+                for _, request, status, body in [f for f in load.failure_details if t_fault <= f[0] < t_end][:3]:
+                    print(f"[faults]   failed: {request} -> {status or 'no response'}: {body!r}")
+                # The stack is whole again before the next fault (the master replaced a killed worker).
+                stack.gunicorn.wait_workers(timeout=60)
     finally:
-        load.stop()
-        time.sleep(2)  # last notifications
+        stuck = load.stop()
+        t_stop = time.monotonic()
+        try:  # the last notifications: pushed or re-fetched, or the table shows them as never delivered
+            wait_until(lambda: notifications_missed(stack, listeners, wall0 - mono0, mono0, t_stop)[1] == 0, 15,
+                       "every notification of the run delivered")
+        except TimeoutError:
+            pass
         for listener in listeners:
             listener.stop()
-    t_stop = time.monotonic()
-    rows.append({"fault": "whole run", "t0": mono0, "t1": t_stop, "detail": "", "recovery": None})
+    rows.append({"fault": "whole run", "key": "whole run", "t0": mono0, "t1": t_stop, "detail": "",
+                 "recovery": None})
 
     table = []
     for row in rows:
@@ -456,24 +572,29 @@ def test_faults_under_load(fault_stack):
     out.mkdir(parents=True, exist_ok=True)
     (out / "fault_table.md").write_text(text + "\n")
 
+    assert not load.errors and not stuck, f"load threads died or hung: {stuck}\n" + "\n".join(load.errors)
+    assert not [l.error for l in listeners if l.error], "\n".join(l.error for l in listeners if l.error)
+    assert not problems, "\n".join(problems)
     assert all(r["lost"] == 0 for r in table), "acknowledged writes were lost: see the table"
     for r in table:
         if r["recovery"] is not None:
             assert r["recovery"] <= MAX_RECOVERY_SECONDS, f"{r['fault']}: recovery took {r['recovery']:.1f}s"
+        if r["key"] in ALLOWED_FAILURES:
+            unexpected = {s: n for s, n in r["statuses"].items() if s not in ALLOWED_FAILURES[r["key"]]}
+            assert not unexpected, f"{r['fault']}: failures it must not cause: {unexpected}"
+        assert r["missed"] == 0, f"{r['fault']}: {r['missed']} notifications never reached the client"
     whole = table[-1]
     assert whole["writes"] > 50, "the load loop hardly wrote anything"
-    daphne = next(r for r in table if r["fault"].startswith("kill -9 daphne"))
-    assert daphne["ws_reconnected"] == len(listeners), "every WebSocket client reconnects after daphne restarts"
-    assert daphne["missed"] == 0, "notifications created while daphne was down are re-fetched"
-    for r in table:
-        assert r["missed"] == 0, f"{r['fault']}: {r['missed']} notifications never reached the client"
+    daphne = next(r for r in table if r["key"].startswith("kill -9 daphne"))
+    assert daphne["ws_disconnected"] == daphne["ws_reconnected"] == len(listeners), \
+        "every WebSocket client loses its socket when daphne dies and reconnects after the restart"
 
 
 def render_table(table: list[dict], listeners: int) -> str:
     lines = [
-        f"| fault | requests | failed (share) | failures by status | recovery s | acknowledged writes | acknowledged writes lost "
-        f"| WebSocket clients disconnected / reconnected (of {listeners}) | notifications for them "
-        f"| re-fetched after reconnect | never delivered |",
+        (f"| fault | requests | failed (share) | failures by status | recovery s | acknowledged writes "
+         f"| acknowledged writes lost | WebSocket clients disconnected / reconnected (of {listeners}) "
+         f"| notifications for them | re-fetched after reconnect | never delivered |"),
         "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in table:

