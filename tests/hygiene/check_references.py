@@ -1,7 +1,7 @@
-"""The repository explains itself: no tracked file speaks of work items ("issue 12", "the issue
-requires") or points at files outside the repository (`../shared/...`, a `contracts.md` that does not
-exist). References to other projects' trackers (`NixOS/nixpkgs#416022`, "PR #416022", "issue
-#349572") are citations and allowed.
+"""The repository explains itself: no tracked file names a work item by its number or quotes one,
+or points at files outside the repository (a sibling directory, a contract file that does not exist).
+References to other projects' trackers (`NixOS/nixpkgs#416022`, "PR #416022") are citations and
+allowed; PATTERNS below is the exact rule.
 
     python tests/hygiene/check_references.py     # exit 1 and one line per finding
 """

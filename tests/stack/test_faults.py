@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import pytest
 import requests
 
+from harness.app import wait_for
 from harness.progress import Ticker
 from harness.stack import REPO_ROOT, Stack
 
@@ -69,14 +70,7 @@ ALLOWED_FAILURES = {
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
     """Poll `predicate()` until it returns something truthy (returned); TimeoutError at the deadline."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not true after {timeout:.0f}s (last: {last!r})")
+    return wait_for(predicate, timeout, interval, what)
 
 
 # --- the load ---------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from harness import deployment
+from harness.app import wait_for
 from harness.progress import Ticker, locust_progress
 from harness.prometheus import http_get
 from harness.stack import venv_binary
@@ -276,11 +277,4 @@ def test_rate_limit_module_default(stack):
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 1.0):
     """Poll `predicate()` until it returns something truthy (returned); TimeoutError at the deadline."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not true after {timeout:.0f}s (last: {last!r})")
+    return wait_for(predicate, timeout, interval, what)
