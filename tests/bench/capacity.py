@@ -65,6 +65,25 @@ FLOOR_LOCATION = """
 """
 
 
+def with_floor(stack: Stack) -> None:
+    """Route /floor/ in the stack's nginx to a second gunicorn (start it with start_floor)."""
+    stack.options.nginx_extra_locations = FLOOR_LOCATION
+    stack.options.nginx_extra_upstreams = FLOOR_UPSTREAM.format(socket=stack.run_dir / "floor.sock")
+
+
+def start_floor(stack: Stack) -> None:
+    """The framework floor's gunicorn (same config as the app's) on the socket with_floor routed to."""
+    floor = ManagedProcess(
+        "floor", [venv_binary("gunicorn"), "-c", "python:workorder.gunicorn_conf", "floor_app:application"],
+        env={**stack.gunicorn_env(), "GUNICORN_BIND": f"unix:{stack.run_dir / 'floor.sock'}",
+             "DJANGO_SETTINGS_MODULE": "floor_app", "PYTHONPATH": str(HERE),
+             "PROMETHEUS_MULTIPROC_DIR": str(stack.run_dir / "floor-multiproc")},
+        cwd=str(HERE), log_path=stack.logs / "floor-gunicorn.log")
+    (stack.run_dir / "floor-multiproc").mkdir(exist_ok=True)
+    stack.extra_processes.append(floor.start())
+    floor.wait_until(lambda: stack.get("/floor/")[0] == 200, 60, "serving /floor/")
+
+
 # -- CPU accounting ---------------------------------------------------------------------------
 class CpuSampler:
     """CPU seconds used by process trees (roots + all descendants) between start() and stop().
@@ -339,11 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = [int(s) for s in args.steps.split(",") if s.strip()]
     options = StackOptions(work_orders=args.work_orders, min_tasks=args.min_tasks, operators=args.operators,
                            supervisors=args.supervisors, makers=args.makers, rate_limit="100000r/s", rate_burst=100000,
-                           nginx_access_log=False,
-                           nginx_extra_locations=FLOOR_LOCATION, nginx_extra_upstreams="")
+                           nginx_access_log=False)
     stack = Stack(options)
-    floor_socket = stack.run_dir / "floor.sock"
-    options.nginx_extra_upstreams = FLOOR_UPSTREAM.format(socket=floor_socket)
+    with_floor(stack)
     started = datetime.now(UTC)
     results: dict = {"started": started.isoformat(timespec="seconds"), "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
                      "machine": {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -351,14 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start()
         results["seed"] = {"counts": stack.counts, "timings": stack.timings}
-        floor = ManagedProcess(
-            "floor", [venv_binary("gunicorn"), "-c", "python:workorder.gunicorn_conf", "floor_app:application"],
-            env={**stack.gunicorn_env(), "GUNICORN_BIND": f"unix:{floor_socket}", "DJANGO_SETTINGS_MODULE": "floor_app",
-                 "PYTHONPATH": str(HERE), "PROMETHEUS_MULTIPROC_DIR": str(stack.run_dir / "floor-multiproc")},
-            cwd=str(HERE), log_path=stack.logs / "floor-gunicorn.log")
-        (stack.run_dir / "floor-multiproc").mkdir(exist_ok=True)
-        stack.extra_processes.append(floor.start())
-        floor.wait_until(lambda: stack.get("/floor/")[0] == 200, 60, "serving /floor/")
+        start_floor(stack)
 
         print("\n== login cost (PBKDF2) ==")
         results["login"] = measure_login_cost(stack, args.login_samples)
