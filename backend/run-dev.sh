@@ -33,7 +33,9 @@ unset DATABASE_URL REDIS_URL
 step "migrating the SQLite database in $WORKORDER_STATE_DIR ..."
 .venv/bin/workorder-manage migrate --no-input -v 0
 step "seeding demo data: catalog, users, 2000 work orders (idempotent; the first time takes up to a minute) ..."
-.venv/bin/workorder-manage seed_demo --password "$password" -v 2
+# --reset-passwords: this is the development database run-dev.sh owns, and the accounts above must
+# have "$password" even if it changed since the last run (seed_demo names every account it resets).
+.venv/bin/workorder-manage seed_demo --password "$password" --reset-passwords -v 2
 cat <<INFO
 workorder: ready at http://127.0.0.1:$port/ (the API docs: /api/docs/), state in $WORKORDER_STATE_DIR
 workorder: demo accounts, password "$password":

@@ -17,6 +17,10 @@ rec {
   # Defaults of services.workorder options (the module's `default =` reads them from here).
   defaults = {
     hostName = "localhost";
+    # The largest request body in bytes: nginx's client_max_body_size and Django's
+    # DATA_UPLOAD_MAX_MEMORY_SIZE (both from this one value; backend/workorder/settings.py has the
+    # same number as its default for runs without this file).
+    maxRequestBodySize = 1048576;
     nginx = {
       rateLimit = "10r/s";
       rateBurst = 20;
@@ -40,6 +44,14 @@ rec {
       verifyRestore = true;
     };
     metricsAllowedNetworks = "127.0.0.0/8,::1/128";
+    # Least privilege: the backup runs as its own system user and PostgreSQL role (peer auth), which
+    # alone may create (scratch) databases and reads every table through pg_read_all_data; the
+    # application's role has no CREATEDB. Its textfile metrics are readable by this group only, which
+    # node exporter joins. The redis exporter reaches the local Redis on this loopback port with the
+    # password (the application uses the unix socket), not through Redis' group.
+    backupUser = "workorder-backup";
+    metricsGroup = "workorder-metrics";
+    redisPort = 6380;
     # nginx is the only client of the unix sockets; gunicorn trusts its X-Forwarded-* headers.
     forwardedAllowIps = "127.0.0.1,::1";
   };
@@ -62,9 +74,18 @@ rec {
       upstreamKeepalive ? defaults.nginx.upstreamKeepalive,
       upstreamKeepaliveTimeout ? defaults.nginx.upstreamKeepaliveTimeout,
       securityHeaders ? defaults.nginx.securityHeaders,
+      maxRequestBodySize ? defaults.maxRequestBodySize,
     }:
     let
       limitReq = "limit_req zone=workorder burst=${toString rateBurst} nodelay;";
+      # The API's error shape (backend/workorder/core/exceptions.py) for what nginx refuses itself.
+      jsonError = status: detail: code: {
+        extraConfig = concatLines [
+          "internal;"
+          "default_type application/json;"
+          "return ${toString status} '{\"detail\": \"${detail}\", \"code\": \"${code}\", \"errors\": {}}';"
+        ];
+      };
       toGunicorn = extra: {
         proxyPass = "http://workorder-gunicorn";
         extraConfig = concatLines ([ ''proxy_set_header Connection "";'' ] ++ extra);
@@ -89,21 +110,41 @@ rec {
         };
       };
       virtualHostExtraConfig = concatLines (
-        [ "limit_req_status 429;" ]
+        [
+          "limit_req_status 429;"
+          "client_max_body_size ${toString maxRequestBodySize};"
+          # A request line longer than 4094 bytes is refused here (4k buffers hold exactly gunicorn's
+          # limit_request_line of 4094), so gunicorn's HTML 414 is never reached. Read for the request
+          # line from the default server of the address: this one, unless another vhost is default.
+          "large_client_header_buffers 4 4k;"
+          "error_page 413 /__errors/request_too_large;"
+          "error_page 414 /__errors/uri_too_long;"
+        ]
         ++ mapToList (name: value: ''add_header ${name} "${value}" always;'') securityHeaders
       );
       locations = {
         "= /".return = "302 /api/docs/";
         "/api/" = toGunicorn [ limitReq ];
         "/admin/" = toGunicorn [ limitReq ];
+        # Liveness only (touches nothing), for outside load balancers.
         "= /health/" = toGunicorn [ ];
-        "= /ready/" = toGunicorn [ ];
+        # Readiness checks PostgreSQL and Redis: probed on gunicorn's loopback listener, like /metrics/.
+        "= /ready/" = closed;
+        "= /__errors/request_too_large" =
+          jsonError 413 "The request body is larger than ${toString maxRequestBodySize} bytes." "request_too_large";
+        "= /__errors/uri_too_long" = jsonError 414 "The request line is too long." "uri_too_long";
         "/ws/" = {
           proxyPass = "http://workorder-daphne";
           proxyWebsockets = true;
           extraConfig = concatLines [
-            # daphne logs each connection without its query string; $request would keep ?token=.
+            # Clients may send the token as ?token=, and nginx writes the full request line into every
+            # error line of a request ("connect() failed ... request: ..." while daphne is down, limit_req
+            # refusals) and $request into the access log. So /ws/ has no access log (daphne logs each
+            # connection without its query string) and error lines only at emerg, a level nginx does not
+            # use for a request's errors (a failed connect() is err or crit). daphne being down shows as
+            # the WorkorderServiceDown alert and workorder_websocket_connections falling to 0 instead.
             "access_log off;"
+            "error_log stderr emerg;"
             "proxy_read_timeout ${webSocketTimeout};"
             "proxy_send_timeout ${webSocketTimeout};"
             "proxy_buffering off;"
@@ -139,6 +180,7 @@ rec {
       daphneBind,
       secretKeyFile,
       databasePasswordFile ? null,
+      maxRequestBodySize ? defaults.maxRequestBodySize,
       metricsAllowedNetworks ? defaults.metricsAllowedNetworks,
       forwardedAllowIps ? defaults.forwardedAllowIps,
     }:
@@ -164,6 +206,7 @@ rec {
       GUNICORN_FORWARDED_ALLOW_IPS = forwardedAllowIps;
       DAPHNE_BIND = daphneBind;
       DJANGO_SECRET_KEY_FILE = secretKeyFile;
+      DATA_UPLOAD_MAX_MEMORY_SIZE = toString maxRequestBodySize;
     }
     // (if redisUrl == null then { } else { REDIS_URL = redisUrl; })
     // (if databasePasswordFile == null then { } else { DATABASE_PASSWORD_FILE = databasePasswordFile; });
@@ -176,6 +219,10 @@ rec {
     {
       PROMETHEUS_MULTIPROC_DIR = multiprocDir;
     };
+
+  # SQL the backup role needs besides its attributes (LOGIN, CREATEDB: ensureUsers.ensureClauses in the
+  # module): reading every table and sequence for pg_dump without owning them (PostgreSQL >= 14).
+  backupRoleGrants = backupRole: [ ''GRANT pg_read_all_data TO "${backupRole}"'' ];
 
   # `workorder-backup` arguments of the daily backup unit.
   backupArgs =

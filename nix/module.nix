@@ -32,6 +32,7 @@ let
     mkRemovedOptionModule
     optional
     optionalAttrs
+    optionals
     types
     ;
 
@@ -49,6 +50,12 @@ let
 
   redisServer = config.services.redis.servers.workorder;
   localServicesOnly = cfg.database.createLocally && cfg.redis.createLocally;
+  # The local Redis' password, generated once (workorder-redis-password.service) unless given.
+  generatedRedisPassword = "/var/lib/workorder-redis/password";
+
+  # The backup's own system user and PostgreSQL role (peer authentication), see nix/deployment.nix.
+  backupUser = cfg.backup.user;
+  inherit (deployment.defaults) metricsGroup;
 
   # gunicorn from the same Python package set as the application (pretix/weblate idiom).
   python = cfg.package.python;
@@ -62,6 +69,13 @@ let
       "postgresql:///${cfg.database.name}?host=${cfg.database.host}&port=${toString cfg.database.port}&user=${cfg.database.user}"
     else
       "postgresql://${cfg.database.user}@${cfg.database.host}:${toString cfg.database.port}/${cfg.database.name}";
+  # The backup unit connects as its own role on the local server (peer authentication: the unix user
+  # of the same name); an external server is reached like the application does.
+  backupDatabaseUrl =
+    if cfg.database.createLocally then
+      "postgresql:///${cfg.database.name}?host=/run/postgresql&user=${backupUser}"
+    else
+      databaseUrl;
 
   vhost = config.services.nginx.virtualHosts.${cfg.hostName} or { };
   # forceSSL/onlySSL: every request arrives over TLS, so Django may insist on it (addSSL keeps
@@ -86,8 +100,10 @@ let
   # $CREDENTIALS_DIRECTORY/<variable name in lower case>); they never enter the store.
   secrets =
     optionalAttrs (cfg.secretKeyFile != null) { DJANGO_SECRET_KEY = cfg.secretKeyFile; }
-    // optionalAttrs (cfg.database.passwordFile != null) { DATABASE_PASSWORD = cfg.database.passwordFile; };
-  credentials = mapAttrsToList (name: file: "${lib.toLower name}:${file}") secrets;
+    // optionalAttrs (cfg.database.passwordFile != null) { DATABASE_PASSWORD = cfg.database.passwordFile; }
+    // optionalAttrs (cfg.redis.passwordFile != null) { REDIS_PASSWORD = cfg.redis.passwordFile; };
+  toCredentials = mapAttrsToList (name: file: "${lib.toLower name}:${file}");
+  credentials = toCredentials secrets;
 
   hardening =
     deployment.hardening
@@ -103,6 +119,26 @@ let
     }
     // optionalAttrs localServicesOnly {
       # PostgreSQL and Redis are unix sockets; Prometheus scrapes gunicorn on loopback.
+      IPAddressAllow = [ "localhost" ];
+      IPAddressDeny = [ "any" ];
+    };
+
+  # The backup unit: its own user; reads the media directory through the service group; no
+  # credential but the database password of an external server. No StateDirectory: systemd would
+  # hand /var/lib/workorder to this user.
+  backupHardening =
+    deployment.hardening
+    // {
+      User = backupUser;
+      Group = backupUser;
+      SupplementaryGroups = [ cfg.group ];
+      WorkingDirectory = cfg.backup.directory;
+      EnvironmentFile = mkIf (cfg.environmentFile != null) cfg.environmentFile;
+      LoadCredential = toCredentials (
+        optionalAttrs (cfg.database.passwordFile != null) { DATABASE_PASSWORD = cfg.database.passwordFile; }
+      );
+    }
+    // optionalAttrs cfg.database.createLocally {
       IPAddressAllow = [ "localhost" ];
       IPAddressDeny = [ "any" ];
     };
@@ -403,6 +439,32 @@ in
         default = "256mb";
         description = "`maxmemory` of the local Redis (keys with a TTL are evicted first).";
       };
+      passwordFile = mkOption {
+        type = types.nullOr (
+          types.pathWith {
+            inStore = false;
+            absolute = true;
+          }
+        );
+        default = if cfg.redis.createLocally then generatedRedisPassword else null;
+        defaultText = literalExpression ''if createLocally then "${generatedRedisPassword}" else null'';
+        example = "/run/secrets/workorder-redis-password";
+        description = ''
+          File with the Redis password (read at runtime, by root: the systemd credential
+          `redis_password` of the workorder units, which put it into the Redis URL). With
+          createLocally it is the local Redis' `requirePassFile` and the redis exporter's password;
+          the default file is generated once (64 URL-safe characters) by
+          `workorder-redis-password.service`. Null: no password (external Redis only).
+        '';
+      };
+      port = mkOption {
+        type = types.port;
+        default = deployment.defaults.redisPort;
+        description = ''
+          Loopback TCP port of the local Redis (password required). Only the redis exporter uses it;
+          the application connects through the unix socket, whose group the exporter is not in.
+        '';
+      };
     };
 
     nginx = {
@@ -446,10 +508,20 @@ in
         default = deployment.defaults.backup.startAt;
         description = "systemd calendar expression for the backup timer (`Persistent = true`: a missed run happens at boot).";
       };
+      user = mkOption {
+        type = types.str;
+        default = deployment.defaults.backupUser;
+        description = ''
+          System user of the backup unit and, with database.createLocally, its PostgreSQL role (peer
+          authentication): CREATEDB for the scratch database of `verifyRestore`, `pg_read_all_data`
+          to dump every table. The application's own role has neither. Created when it is the
+          default; it reads the media directory through {option}`services.workorder.group`.
+        '';
+      };
       directory = mkOption {
         type = types.str;
         default = "/var/backup/workorder";
-        description = "Where backups are written (created 0700, owned by the service user).";
+        description = "Where backups are written (created 0700, owned by the backup user; the application cannot read or delete them).";
       };
       retentionDays = mkOption {
         type = types.ints.positive;
@@ -466,7 +538,7 @@ in
         default = deployment.defaults.backup.verifyRestore;
         description = ''
           Restore each new dump into a scratch database and compare row counts (`--verify-restore`).
-          The database role needs CREATEDB (granted automatically with database.createLocally).
+          The backup role needs CREATEDB (granted to it, and only to it, with database.createLocally).
         '';
       };
     };
@@ -487,6 +559,20 @@ in
         {
           assertion = cfg.redis.createLocally -> cfg.redis.url == null;
           message = "services.workorder.redis.url is for an external Redis (createLocally = false).";
+        }
+        {
+          assertion = cfg.redis.createLocally -> cfg.redis.passwordFile != null;
+          message = "services.workorder.redis.passwordFile: the local Redis requires a password (leave the default to generate one).";
+        }
+        {
+          assertion =
+            (cfg.database.createLocally && cfg.backup.enable)
+            -> lib.versionAtLeast config.services.postgresql.package.version "14";
+          message = "services.workorder.backup: the backup role reads the database through pg_read_all_data, which needs PostgreSQL 14 or newer.";
+        }
+        {
+          assertion = cfg.backup.enable -> backupUser != cfg.user;
+          message = "services.workorder.backup.user must differ from services.workorder.user (the backup role has CREATEDB, the application's must not).";
         }
       ];
 
@@ -647,23 +733,80 @@ in
           {
             name = cfg.database.user;
             ensureDBOwnership = true;
-            # --verify-restore creates (and drops) a scratch database.
-            ensureClauses = optionalAttrs (cfg.backup.enable && cfg.backup.verifyRestore) { createdb = true; };
+            # `ALTER ROLE ... NOCREATEDB` at every start of postgresql-setup.service: also takes
+            # CREATEDB away from installs whose earlier module version granted it.
+            ensureClauses.createdb = false;
           }
-        ];
+        ]
+        ++ optional cfg.backup.enable {
+          name = backupUser;
+          # --verify-restore creates (and drops) a scratch database, as this role.
+          ensureClauses.createdb = cfg.backup.verifyRestore;
+        };
+      };
+
+      # ensureUsers has no role memberships: the backup role's grants (nix/deployment.nix) are
+      # applied by this oneshot, as postgres, after postgresql-setup created the roles.
+      systemd.services.workorder-backup-grants = mkIf cfg.backup.enable {
+        description = "workorder: read access to every table for the backup role";
+        after = [ "postgresql.target" ];
+        requires = [ "postgresql.target" ];
+        path = [ config.services.postgresql.package ];
+        environment.PGPORT = toString config.services.postgresql.settings.port;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          User = "postgres";
+          Group = "postgres";
+          ExecStart = map (
+            statement:
+            utils.escapeSystemdExecArgs [
+              "${config.services.postgresql.package}/bin/psql"
+              "--no-psqlrc"
+              "--dbname=postgres"
+              "--set=ON_ERROR_STOP=1"
+              "--command=${statement}"
+            ]
+          ) (deployment.backupRoleGrants backupUser);
+        };
       };
     })
 
     (mkIf cfg.redis.createLocally {
       services.redis.servers.workorder = {
         enable = true;
-        # port defaults to 0 for named servers: unix socket only.
+        # The application: the unix socket (group redis-workorder). The redis exporter: loopback TCP
+        # (bind defaults to 127.0.0.1), not the group. Both authenticate with the password.
         unixSocketPerm = 660;
+        inherit (cfg.redis) port;
+        requirePassFile = cfg.redis.passwordFile;
         # cache and channel layer only: no persistence needed.
         save = [ ];
         settings = {
           maxmemory = cfg.redis.maxMemory;
           maxmemory-policy = "volatile-lru";
+        };
+      };
+
+      systemd.services.redis-workorder = mkIf (cfg.redis.passwordFile == generatedRedisPassword) {
+        requires = [ "workorder-redis-password.service" ];
+        after = [ "workorder-redis-password.service" ];
+      };
+      # Root-owned (0700 directory, 0600 file): read by Redis' ExecStartPre (as root) and passed
+      # to the workorder units and the exporter as systemd credentials.
+      systemd.services.workorder-redis-password = mkIf (cfg.redis.passwordFile == generatedRedisPassword) {
+        description = "workorder: generate the local Redis password once";
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          StateDirectory = "workorder-redis";
+          StateDirectoryMode = "0700";
+          UMask = "0077";
+          ExecStart = utils.escapeSystemdExecArgs [
+            "${pkgs.bash}/bin/bash"
+            ./scripts/generate-secret-key.sh
+            generatedRedisPassword
+          ];
         };
       };
     })
@@ -689,21 +832,43 @@ in
     })
 
     (mkIf cfg.backup.enable {
+      users.users = mkIf (backupUser == deployment.defaults.backupUser) {
+        ${backupUser} = {
+          isSystemUser = true;
+          group = backupUser;
+          description = "workorder backups";
+        };
+      };
+      users.groups = {
+        ${metricsGroup} = { };
+      }
+      // optionalAttrs (backupUser == deployment.defaults.backupUser) { ${backupUser} = { }; };
+
       systemd.tmpfiles.rules = [
-        "d ${cfg.backup.directory} 0700 ${cfg.user} ${cfg.group} - -"
-        # The backup writes workorder_backup.prom here; node exporter (group workorder) reads it.
-        "d ${cfg.monitoring.textfileDirectory} 0750 ${cfg.user} ${cfg.group} - -"
+        "d ${cfg.backup.directory} 0700 ${backupUser} ${backupUser} - -"
+        # Sets written by an earlier module version (as the service user) become the backup user's.
+        "Z ${cfg.backup.directory} - ${backupUser} ${backupUser} - -"
+        # The backup writes workorder_backup.prom here; node exporter (group workorder-metrics) reads it.
+        "d ${cfg.monitoring.textfileDirectory} 0750 ${backupUser} ${metricsGroup} - -"
       ];
 
       systemd.services.workorder-backup = {
         description = "workorder: verified backup of PostgreSQL and media, with retention";
-        after = serviceOrdering.after ++ [ "workorder-migrate.service" ];
-        requires = optional cfg.database.createLocally "postgresql.target";
-        inherit environment;
+        after =
+          serviceOrdering.after
+          ++ [ "workorder-migrate.service" ]
+          ++ optional cfg.database.createLocally "workorder-backup-grants.service";
+        requires = optionals cfg.database.createLocally [
+          "postgresql.target"
+          "workorder-backup-grants.service"
+        ];
+        environment = environment // {
+          DATABASE_URL = backupDatabaseUrl;
+        };
         # pg_dump/pg_restore of the local server's own major version come first (the package's
         # wrapper falls back to nixpkgs' postgresql for an external server).
         path = optional config.services.postgresql.enable config.services.postgresql.package;
-        serviceConfig = hardening // {
+        serviceConfig = backupHardening // {
           Type = "oneshot";
           ExecStart = utils.escapeSystemdExecArgs (
             [ "${cfg.package}/bin/workorder-backup" ]

@@ -9,6 +9,8 @@
 {
   config,
   lib,
+  pkgs,
+  utils,
   ...
 }:
 let
@@ -29,6 +31,12 @@ let
   app = config.services.workorder;
   appHere = attrByPath [ "services" "workorder" "enable" ] false config;
   exporters = config.services.prometheus.exporters;
+  deployment = import ./deployment.nix;
+
+  # The redis exporter reaches the local Redis over loopback TCP with the password (the unix socket
+  # is for the application, through Redis' group, which the exporter is not in).
+  redisAddr = "redis://127.0.0.1:${toString app.redis.port}";
+  redisPasswords = "/run/prometheus-redis-exporter/passwords.json";
 
   ruleFiles = map (name: ./prometheus + "/${name}") (
     builtins.filter (name: hasSuffix ".rules.yml" name) (builtins.attrNames (builtins.readDir ./prometheus))
@@ -174,10 +182,13 @@ in
     })
 
     (mkIf (cfg.exporters.enable && appHere) (mkMerge [
-      {
-        # node exporter reads workorder_backup.prom (mode 0640, group workorder).
-        systemd.services.prometheus-node-exporter.serviceConfig.SupplementaryGroups = [ app.group ];
-      }
+      (mkIf app.backup.enable {
+        # node exporter reads workorder_backup.prom in the textfile directory (0750, group
+        # workorder-metrics), and nothing of the application's (not in group workorder).
+        systemd.services.prometheus-node-exporter.serviceConfig.SupplementaryGroups = [
+          deployment.defaults.metricsGroup
+        ];
+      })
       (mkIf app.database.createLocally {
         services.prometheus.exporters.postgres = {
           enable = true;
@@ -189,11 +200,28 @@ in
         services.prometheus.exporters.redis = {
           enable = true;
           listenAddress = mkDefault "127.0.0.1";
-          extraFlags = [ "-redis.addr=unix://${config.services.redis.servers.workorder.unixSocket}" ];
+          extraFlags = [
+            "-redis.addr=${redisAddr}"
+            # A JSON object {addr: password}, written at start from the credential redis_password.
+            "-redis.password-file=${redisPasswords}"
+          ];
         };
-        systemd.services.prometheus-redis-exporter.serviceConfig.SupplementaryGroups = [
-          config.services.redis.servers.workorder.group
-        ];
+        systemd.services.prometheus-redis-exporter = {
+          after = [ "redis-workorder.service" ];
+          wants = [ "redis-workorder.service" ];
+          path = [ pkgs.jq ];
+          serviceConfig = {
+            LoadCredential = [ "redis_password:${app.redis.passwordFile}" ];
+            RuntimeDirectory = "prometheus-redis-exporter";
+            RuntimeDirectoryMode = "0700";
+            ExecStartPre = utils.escapeSystemdExecArgs [
+              "${pkgs.bash}/bin/bash"
+              ./scripts/redis-exporter-passwords.sh
+              redisAddr
+              redisPasswords
+            ];
+          };
+        };
       })
       (mkIf app.nginx.enable {
         services.nginx.statusPage = mkDefault true;

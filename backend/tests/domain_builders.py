@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from workorder.accounts.models import Role, User
+from workorder.accounts.tokens import authenticate_key, issue_token
 from workorder.catalog.models import Customer, Department, Process, Product, RoutingStep
 from workorder.production import services
 from workorder.production.models import WorkOrder
@@ -63,11 +63,20 @@ def admin(**kw) -> User:
     return user("", None, is_staff=True, is_superuser=True, **kw)
 
 
+_keys: dict[int, str] = {}
+
+
 def client(for_user: User | None = None) -> APIClient:
+    """An API client signed in as `for_user`. Clients of one user share one token while it is valid (as
+    one device would): a user holds at most WORKORDER_TOKENS_PER_USER tokens."""
     api = APIClient()
     if for_user is not None:
-        token, _ = Token.objects.get_or_create(user=for_user)
-        api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        key = _keys.get(for_user.pk)
+        found = authenticate_key(key, touch=False) if key else None
+        if found is None or found[0].pk != for_user.pk:
+            _, key = issue_token(for_user)
+            _keys[for_user.pk] = key
+        api.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return api
 
 

@@ -74,8 +74,8 @@ def run_python(env: dict, code: str, timeout: float = 120) -> dict:
 
 SETUP_USERS = r"""
 import json, datetime
-from rest_framework.authtoken.models import Token
 from workorder.accounts.models import User
+from workorder.accounts.tokens import issue_token
 from workorder.catalog.models import Department, Process, Customer, Product, RoutingStep
 dept, _ = Department.objects.get_or_create(name="Runtime Assembly")
 proc, _ = Process.objects.get_or_create(name="Runtime Assemble", defaults={"department": dept})
@@ -90,8 +90,7 @@ for name, role, in_dept in (("rt_maker", "maker", False), ("rt_supervisor", "sup
         user.department = dept
     user.set_password("runtime-pass-123")
     user.save()
-    token, _ = Token.objects.get_or_create(user=user)
-    out[name] = {"id": user.pk, "token": token.key}
+    out[name] = {"id": user.pk, "token": issue_token(user)[1]}
 print(json.dumps(out))
 """
 

@@ -22,12 +22,14 @@ def test_login_returns_token_usable_with_authorization_header_then_logout_revoke
     assert api.get("/api/auth/me/").status_code == 401
 
 
-def test_login_twice_returns_the_same_token():
+def test_each_login_gets_its_own_token_and_both_stay_valid():
     b.maker(username="mia")
     api = b.client()
     first = api.post("/api/auth/login/", {"username": "mia", "password": "pw-123456"}, format="json").json()
     second = api.post("/api/auth/login/", {"username": "mia", "password": "pw-123456"}, format="json").json()
-    assert first["token"] == second["token"]
+    assert first["token"] != second["token"]
+    for key in (first["token"], second["token"]):
+        assert b.client().get("/api/auth/me/", HTTP_AUTHORIZATION=f"Token {key}").status_code == 200
 
 
 def test_inactive_user_cannot_log_in():

@@ -9,7 +9,7 @@ regenerated. Regenerate with:
 The callers (columns): anonymous; the maker who created the work order; another maker; a supervisor
 and an operator of the department of the task (for a work order: of a department with one of its
 tasks); a supervisor and an operator of a department the object has nothing to do with; an admin
-(is_staff). The objects are fresh for every cell (each cell runs in a savepoint that is rolled back),
+(a superuser). The objects are fresh for every cell (each cell runs in a savepoint that is rolled back),
 so a state change by one caller never changes another caller's result.
 
 For list endpoints the cell also says whether the object of the row is in the result
@@ -170,7 +170,10 @@ def render_markdown() -> str:
         "**Callers.** *maker (creator)*: the maker who created the work order; *right dept*: a supervisor or",
         "operator of the department the task belongs to (for a work order: a department with one of its",
         "tasks; the work order's routing is cutting then welding, the task is the cutting step); *other",
-        "dept*: a department the object has nothing to do with; *admin*: a staff user.",
+        "dept*: a department the object has nothing to do with; *admin*: an admin, i.e. a superuser or a user",
+        "with the role `admin` (`User.is_admin`). `is_staff` alone is not an admin: it only opens the Django",
+        "admin, within the permissions given there (an upgrade gave staff users without a role the `admin`",
+        "role, so nobody lost rights).",
         "",
         "**Reading the codes.** 200/201/204 allowed; 401 not signed in; 403 you can see the object but your",
         "role may not do this; 404 the object is not yours to see (the same answer as for an id that does",
@@ -181,6 +184,10 @@ def render_markdown() -> str:
         "Order of checks: authentication (401), then visibility (404), then body validation (400), then",
         "role (403), then state (409); a caller who may not see an object never learns its state.",
         "Exception: progress reports check the task's state (409) before whether you are its operator.",
+        "",
+        "**Four eyes.** A supervisor may not approve a work order they created themselves: 403 (another",
+        "supervisor or an admin approves it), unless `WORKORDER_ALLOW_SELF_APPROVAL=1`. The matrix's orders",
+        "are created by the maker; `backend/tests/test_auth_security.py` tests self-approval.",
         "",
     ]
     header = "| action | request | " + " | ".join(SUBJECT_TITLES[s] for s in SUBJECTS) + " | note |"
@@ -199,7 +206,8 @@ def render_markdown() -> str:
         "",
         "## Outside the API",
         "",
-        "- `/admin/`: Django admin, staff users only (session login). The state of work orders and tasks is",
+        "- `/admin/`: Django admin, staff users only (session login, with the same login lockout as the API).",
+        "  The state of work orders and tasks is",
         "  read-only there; its actions (approve, reject, assign, complete) call the same services as the API,",
         "  with the same rules; tested in `backend/tests/test_admin_site.py`.",
         "- `/metrics/`: allowed only from `WORKORDER_METRICS_ALLOWED_NETWORKS` (loopback by default) or with",

@@ -8,8 +8,10 @@ from collections import Counter
 
 import pytest
 from django.db import connection
+from rest_framework.test import APIClient
 
 from tests import domain_builders as b
+from workorder.accounts.tokens import issue_token
 from workorder.notifications.models import Notification
 from workorder.production.models import ProgressReport, Task, WorkOrder
 
@@ -73,7 +75,8 @@ def test_fifty_parallel_progress_reports_on_one_task_lose_none():
     api = b.client(shop.cut_op)
     assert api.post(f"/api/tasks/{first.pk}/claim/").status_code == 200
     quantities = [(n % 7) + 1 for n in range(50)]
-    clients = [b.client(shop.cut_op) for _ in quantities]
+    _, key = issue_token(shop.cut_op)  # one login shared by 50 clients: a user holds at most 10 tokens
+    clients = [APIClient(HTTP_AUTHORIZATION=f"Token {key}") for _ in quantities]
     statuses = run_parallel([
         lambda c=c, q=q: c.post(f"/api/tasks/{first.pk}/update_progress/", {"quantity": q}, format="json").status_code
         for c, q in zip(clients, quantities, strict=True)

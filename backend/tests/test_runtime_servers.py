@@ -90,6 +90,41 @@ def test_metrics_allowed_from_loopback_by_default(database, redis, tmp_path):
         assert server.request("GET", "/metrics/")[0] == 403
 
 
+# --- /ready/ and the access log ---------------------------------------------------------------------
+def test_ready_reuses_pooled_redis_connections(restricted_gunicorn, redis):
+    """40 probes over 2 workers x 2 threads: at most one Redis connection per thread is opened, not one
+    per probe."""
+    import redis as redis_py
+
+    observer = redis_py.Redis.from_url(redis.url())
+    assert restricted_gunicorn.request("GET", "/ready/")[0] == 200  # warm: the pools exist
+    before = observer.info("stats")["total_connections_received"]
+    for _ in range(40):
+        status, _, body = restricted_gunicorn.request("GET", "/ready/")
+        assert status == 200 and json.loads(body)["checks"]["redis"] == "ok"
+    opened = observer.info("stats")["total_connections_received"] - before
+    observer.close()
+    assert opened <= 4, f"{opened} Redis connections opened by 40 /ready/ probes"
+
+
+def test_access_log_escapes_decoded_control_characters(restricted_gunicorn):
+    """%0a in a path is a line break in the decoded path gunicorn logs: it must not start a line."""
+    forged = "/api/x%0aINFO%20gunicorn.access%20127.0.0.1%20forged%0d%1b[31m%e2%80%ae%22"
+    status, _, _ = restricted_gunicorn.request("GET", forged)
+    assert status == 404
+
+    def access_line():
+        return next((line for line in restricted_gunicorn.log_text().splitlines()
+                     if line.startswith("INFO gunicorn.access") and "forged" in line), None)
+
+    wait_for(access_line, timeout=10, what="the access log line of the forged request")
+    line, log = access_line(), restricted_gunicorn.log_text()
+    assert not any(line.startswith("INFO gunicorn.access 127.0.0.1 forged") for line in log.splitlines())
+    assert "\x1b" not in log and "\r" not in log and "\u202e" not in log
+    assert '"GET /api/x\\x0aINFO gunicorn.access 127.0.0.1 forged\\x0d\\x1b[31m' in line, line
+    assert '\\u202e\\x22 HTTP/1.1" 404 ' in line, line  # a right-to-left override, the quote
+
+
 def test_counters_sum_over_all_workers(restricted_gunicorn):
     """N requests spread over 2 workers: every scrape, whichever worker answers it, shows N."""
     name = "django_http_responses_total_by_status_total"

@@ -74,10 +74,10 @@ def build_world():
     services.reject_work_order(shop.cut_sup, rejected.pk, "no capacity")
     users = {"maker": shop.maker, "supervisor": shop.cut_sup, "operator": shop.cut_op, "admin": shop.admin}
     tokens = {}
-    from rest_framework.authtoken.models import Token
+    from workorder.accounts.tokens import issue_token
 
     for role, user in users.items():
-        tokens[role] = Token.objects.get_or_create(user=user)[0].key
+        tokens[role] = issue_token(user)[1]
     return shop, users, tokens, pending
 
 

@@ -1,5 +1,7 @@
 """seed_demo and seed_loadtest: consistent data in every state, idempotent, production guard."""
 
+import io
+
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
@@ -9,6 +11,13 @@ from workorder.accounts.models import User
 from workorder.production.models import ProgressReport, Task, WorkOrder
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _development_settings(settings):
+    """The seed commands run on development databases (DEBUG on, like run-dev.sh); the production-guard
+    tests below switch DEBUG off themselves."""
+    settings.DEBUG = True
 
 
 def assert_consistent():
@@ -57,8 +66,48 @@ def test_seed_demo_is_idempotent_and_tops_up():
     assert WorkOrder.objects.count() == 20 and User.objects.count() == users
     call_command("seed_demo", "--work-orders", "30", "--password", "pw-two-234", verbosity=0)
     assert WorkOrder.objects.count() == 30
+    assert authenticate(username="test_maker", password="pw-one-234") is not None  # kept: no --reset-passwords
+    call_command("seed_demo", "--work-orders", "30", "--password", "pw-two-234", "--reset-passwords", verbosity=0)
     assert authenticate(username="test_maker", password="pw-two-234") is not None
     assert_consistent()
+
+
+def test_seed_demo_refuses_production_like_database_without_force(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="refusing to seed demo data: this database looks like production "
+                                           r"\(DEBUG is off\)"):
+        call_command("seed_demo", "--work-orders", "0", verbosity=0)
+    assert not User.objects.filter(username="admin").exists()
+    call_command("seed_demo", "--work-orders", "0", "--password", "forced-pw-1", "--force", verbosity=0)
+    assert authenticate(username="admin", password="forced-pw-1") is not None
+
+
+def test_seed_demo_refuses_when_many_real_users_exist_even_in_debug():
+    for n in range(8):
+        User.objects.create_user(username=f"real-person-{n}", password="x")
+    with pytest.raises(CommandError, match="8 users are neither load-test nor demo users"):
+        call_command("seed_demo", "--work-orders", "0", verbosity=0)
+    assert not User.objects.filter(username="test_operator").exists()
+
+
+def test_seed_demo_keeps_an_existing_superusers_password_and_says_so():
+    User.objects.create_superuser(username="admin", password="the-real-admin-secret")
+    out = io.StringIO()
+    call_command("seed_demo", "--work-orders", "0", stdout=out, verbosity=0)
+    assert authenticate(username="admin", password="the-real-admin-secret") is not None
+    assert authenticate(username="admin", password="workorder-dev") is None
+    assert authenticate(username="test_operator", password="workorder-dev") is not None  # new users get it
+    assert "1 demo users already existed and kept their passwords (admin)" in out.getvalue()
+    assert "--reset-passwords" in out.getvalue()
+
+
+def test_seed_demo_resets_existing_passwords_only_with_the_flag_and_says_so():
+    User.objects.create_superuser(username="admin", password="the-real-admin-secret")
+    out = io.StringIO()
+    call_command("seed_demo", "--work-orders", "0", "--password", "new-demo-pw", "--reset-passwords", stdout=out,
+                 verbosity=0)
+    assert authenticate(username="admin", password="new-demo-pw") is not None
+    assert "set --password on 1 existing demo users (admin) because of --reset-passwords" in out.getvalue()
 
 
 def test_seeded_numbers_do_not_collide_with_later_api_created_orders():

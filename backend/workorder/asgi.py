@@ -18,11 +18,14 @@ with configuration_errors():
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 
+from workorder.core.asgi_hosts import AllowedHostsValidator
 from workorder.notifications.consumers import websocket_urlpatterns
 
+# A WebSocket handshake needs an allowed Host and an allowed Origin (else HTTP 403), then a route:
+# unknown paths under /ws/ are closed with 4404 by the catch-all route (consumers.py).
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        "websocket": AllowedHostsValidator(AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns))),
     }
 )

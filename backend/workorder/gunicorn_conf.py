@@ -58,8 +58,10 @@ if os.path.isdir("/dev/shm"):
 # --- logging: everything to stderr, one line per event (journald adds the timestamp) -------------
 loglevel = _env.env("LOG_LEVEL", "info").lower()
 accesslog = "-"
-# %(M)s = request duration in milliseconds; %(U)s is the path WITHOUT the query string.
+# %(M)s = request duration in milliseconds; %(U)s is the path WITHOUT the query string (decoded: a
+# %0a in the URL is a line break there), so every field is escaped by workorder.gunicorn_logging.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
+logger_class = "workorder.gunicorn_logging.EscapingLogger"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

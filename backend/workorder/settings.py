@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from workorder.core.env import ConfigurationError, env, env_bool, env_int, env_list, env_secret
+from workorder.core.env import ConfigurationError, env, env_bool, env_int, env_list, env_secret, redis_url_with_password
 
 STATE_DIR = Path(env("WORKORDER_STATE_DIR", str(Path.home() / ".local/state/workorder")))
 
@@ -36,9 +36,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc as static files (collectstatic), no CDN
     "channels",
     "django_prometheus",
     "workorder.core",
@@ -52,11 +52,15 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "workorder.core.middleware.OperationalEndpointsMiddleware",  # /health/ /ready/ /metrics/ (see module)
+    "workorder.core.edge.RequestBodyLimitMiddleware",  # 413 JSON by Content-Length, before anything reads
+    "workorder.core.edge.HostValidationMiddleware",  # a Host outside ALLOWED_HOSTS: 400 JSON, no traceback
+    "workorder.core.edge.ContentSecurityPolicyMiddleware",  # /api/docs/, /api/redoc/, /admin/
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "workorder.accounts.lockout.LoginLockedOutMiddleware",  # a locked-out login is 429, API and admin alike
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -109,12 +113,22 @@ else:
     _db = {
         "ENGINE": "django_prometheus.db.backends.sqlite3",
         "NAME": str(STATE_DIR / "workorder.sqlite3"),
-        "OPTIONS": {"timeout": 20},
+        # SQLite has one writer at a time. IMMEDIATE: every transaction takes the write lock when it
+        # begins and waits up to `timeout` seconds for it (a DEFERRED one that reads first, then
+        # writes, cannot wait: it fails at once with "database is locked"). WAL: readers never block
+        # the writer nor it them; synchronous=NORMAL is durable across crashes of the process in WAL.
+        "OPTIONS": {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        },
     }
 DATABASES = {"default": _db}
 
 # --- Cache and channel layer ----------------------------------------------------------------
-REDIS_URL = env("REDIS_URL")
+# REDIS_PASSWORD(_FILE) or the systemd credential redis_password goes into the URL's userinfo, so
+# every client of settings.REDIS_URL authenticates (cache, channel layer, health, connections).
+REDIS_URL = redis_url_with_password(env("REDIS_URL"), env_secret("REDIS_PASSWORD"))
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -142,11 +156,54 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# WebSocket limits (notifications/consumers.py): open sockets per user over all daphne processes,
+# and a token bucket of client messages per socket.
+WORKORDER_WS_MAX_CONNECTIONS_PER_USER = env_int("WORKORDER_WS_MAX_CONNECTIONS_PER_USER", 10)
+WORKORDER_WS_MESSAGES_PER_SECOND = env_int("WORKORDER_WS_MESSAGES_PER_SECOND", 5)
+WORKORDER_WS_MESSAGE_BURST = env_int("WORKORDER_WS_MESSAGE_BURST", 20)
+for _name in ("WORKORDER_WS_MAX_CONNECTIONS_PER_USER", "WORKORDER_WS_MESSAGES_PER_SECOND",
+              "WORKORDER_WS_MESSAGE_BURST"):
+    if globals()[_name] < 1:
+        raise ConfigurationError(f"{_name} must be at least 1, got {globals()[_name]}")
+
 # --- Auth -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Argon2id (OWASP: 19 MiB, t=2, p=1) for new hashes; PBKDF2 hashes still verify and are rehashed with
+# Argon2id at the next successful login. Both run under the per-process hashing cap (accounts/hashers.py).
+PASSWORD_HASHERS = [
+    "workorder.accounts.hashers.BoundedArgon2PasswordHasher",
+    "workorder.accounts.hashers.BoundedPBKDF2PasswordHasher",
+]
+# Password checks at once per process; more wait up to WORKORDER_PASSWORD_HASH_WAIT_MS, then 503.
+WORKORDER_PASSWORD_HASH_CONCURRENCY = env_int("WORKORDER_PASSWORD_HASH_CONCURRENCY", 1)
+WORKORDER_PASSWORD_HASH_WAIT_MS = env_int("WORKORDER_PASSWORD_HASH_WAIT_MS", 2000)
+# Login throttling (accounts/lockout.py), for the API and the admin login.
+AUTHENTICATION_BACKENDS = ["workorder.accounts.lockout.LockoutModelBackend"]
+WORKORDER_LOGIN_FAILURES_PER_ACCOUNT = env_int("WORKORDER_LOGIN_FAILURES_PER_ACCOUNT", 30)
+WORKORDER_LOGIN_FAILURES_PER_ADDRESS = env_int("WORKORDER_LOGIN_FAILURES_PER_ADDRESS", 300)
+WORKORDER_LOGIN_FAILURE_WINDOW_SECONDS = env_int("WORKORDER_LOGIN_FAILURE_WINDOW_SECONDS", 900)
+WORKORDER_LOGIN_LOCKOUT_SECONDS = env_int("WORKORDER_LOGIN_LOCKOUT_SECONDS", 900)
+# API tokens (accounts/tokens.py).
+WORKORDER_TOKEN_IDLE_SECONDS = env_int("WORKORDER_TOKEN_IDLE_SECONDS", 12 * 3600)
+WORKORDER_TOKEN_MAX_AGE_SECONDS = env_int("WORKORDER_TOKEN_MAX_AGE_SECONDS", 7 * 24 * 3600)
+WORKORDER_TOKENS_PER_USER = env_int("WORKORDER_TOKENS_PER_USER", 10)
+for _name in ("WORKORDER_PASSWORD_HASH_CONCURRENCY", "WORKORDER_LOGIN_FAILURES_PER_ACCOUNT",
+              "WORKORDER_LOGIN_FAILURES_PER_ADDRESS", "WORKORDER_LOGIN_FAILURE_WINDOW_SECONDS",
+              "WORKORDER_LOGIN_LOCKOUT_SECONDS", "WORKORDER_TOKEN_IDLE_SECONDS",
+              "WORKORDER_TOKEN_MAX_AGE_SECONDS", "WORKORDER_TOKENS_PER_USER"):
+    if globals()[_name] < 1:
+        raise ConfigurationError(f"{_name} must be at least 1, got {globals()[_name]}")
+if WORKORDER_PASSWORD_HASH_WAIT_MS < 0:
+    raise ConfigurationError(f"WORKORDER_PASSWORD_HASH_WAIT_MS must not be negative, got {WORKORDER_PASSWORD_HASH_WAIT_MS}")
+# Peers (TCP address; a unix-socket peer always is one) whose X-Real-IP names the client: nginx.
+WORKORDER_TRUSTED_PROXY_NETWORKS = env_list("WORKORDER_TRUSTED_PROXY_NETWORKS", "127.0.0.0/8,::1/128")
+# May a supervisor approve a work order they created themselves? (Admins always may.)
+WORKORDER_ALLOW_SELF_APPROVAL = env_bool("WORKORDER_ALLOW_SELF_APPROVAL", False)
 
 # --- Internationalisation, static and media files -------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -162,8 +219,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "workorder.core.authentication.StrictTokenAuthentication",  # DRF's, minus 500s on NUL bytes
-        "rest_framework.authentication.SessionAuthentication",
+        # Tokens only: the admin keeps its session login, the API takes no cookies (docs/api.md).
+        "workorder.accounts.authentication.ExpiringTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "workorder.core.pagination.StandardPagination",
@@ -174,6 +231,10 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "workorder.core.exceptions.json_exception_handler",
+    # JSON (and form-encoded, read whole under DATA_UPLOAD_MAX_MEMORY_SIZE); no multipart: the API takes
+    # no files, and multipart file parts are streamed past Django's memory limit.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "rest_framework.parsers.FormParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",  # APIClient's default (multipart) is not accepted
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
 }
@@ -182,6 +243,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Work orders, tasks, progress reports and notifications for the shop floor.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Served from our own /static/ (drf-spectacular-sidecar), never from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "TaskStatusEnum": "workorder.production.states.TaskStatus",
@@ -220,13 +285,13 @@ SESSION_COOKIE_HTTPONLY = True
 # Networks allowed to scrape /metrics/ without a token; a bearer token (file) allows any client.
 METRICS_ALLOWED_NETWORKS = env_list("WORKORDER_METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
 METRICS_TOKEN = env_secret("WORKORDER_METRICS_TOKEN")
-for _network in METRICS_ALLOWED_NETWORKS:
-    try:
-        ipaddress.ip_network(_network, strict=False)
-    except ValueError:
-        raise ConfigurationError(
-            f"WORKORDER_METRICS_ALLOWED_NETWORKS: {_network!r} is not a network (e.g. 127.0.0.0/8)"
-        ) from None
+for _variable, _networks in (("WORKORDER_METRICS_ALLOWED_NETWORKS", METRICS_ALLOWED_NETWORKS),
+                              ("WORKORDER_TRUSTED_PROXY_NETWORKS", WORKORDER_TRUSTED_PROXY_NETWORKS)):
+    for _network in _networks:
+        try:
+            ipaddress.ip_network(_network, strict=False)
+        except ValueError:
+            raise ConfigurationError(f"{_variable}: {_network!r} is not a network (e.g. 127.0.0.0/8)") from None
 PROMETHEUS_EXPORT_MIGRATIONS = False
 
 # --- Logging: one line per event on stderr (journald adds time and unit) ---------------------

@@ -1,14 +1,18 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
+
+from workorder.core.docs import RedocView, SpectacularSwaggerSplitView
 
 urlpatterns = [
     # The front door is the API documentation (nginx redirects / there too in production).
     path("", RedirectView.as_view(url="/api/docs/", permanent=False), name="root"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Self-hosted Swagger UI and Redoc (drf-spectacular-sidecar), no inline script: core/docs.py.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", RedocView.as_view(url_name="schema"), name="api-redoc"),
     path("api/", include("workorder.api_urls")),
     path("", include("workorder.core.urls")),
 ]

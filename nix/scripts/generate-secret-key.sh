@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates Django's secret key file once: 64 URL-safe characters, readable by its owner only.
+# Creates a secret file once (Django's secret key, the local Redis password): 64 URL-safe
+# characters, readable by its owner only.
 # Nothing happens when the file already holds a key. Usage: generate-secret-key.sh FILE
 set -euo pipefail
 

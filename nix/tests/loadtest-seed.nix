@@ -26,6 +26,8 @@ in
       User = cfg.user;
       Group = cfg.group;
       SupplementaryGroups = [ config.services.redis.servers.workorder.group ];
+      # The service's credentials (the Redis password, a secret key file if one is set).
+      inherit (config.systemd.services.workorder-migrate.serviceConfig) LoadCredential;
       WorkingDirectory = "/var/lib/workorder";
       ExecStart = utils.escapeSystemdExecArgs [
         "${cfg.package}/bin/workorder-manage"

@@ -1,6 +1,9 @@
 # services.workorder.backup in a VM: the timer, a real run of the backup unit, a restore that
 # matches the source table by table, retention (old sets pruned, the newest kept) and the
-# textfile metrics that node exporter serves to Prometheus.
+# textfile metrics that node exporter serves to Prometheus. Least privilege: the backup runs as
+# workorder-backup (its own PostgreSQL role, the only one with CREATEDB), the application cannot
+# read the backups, node exporter reads the metrics through the group workorder-metrics, and Redis
+# requires the password the application and the redis exporter have.
 #
 #   nix build .#checks.x86_64-linux.vm-backup -L      # ./result/backup/ holds the logs and listings
 { module }:
@@ -47,9 +50,11 @@ in
   testScript =
     { nodes, ... }:
     let
-      # The package's own workorder-backup, run as the service user like the unit does (a lock
+      # The package's own workorder-backup, run as the backup user like the unit does (a lock
       # file or listing created as root would get in the unit's way).
-      backupCli = "runuser -u workorder -- env DATABASE_URL='postgresql:///workorder?host=/run/postgresql' ${nodes.machine.services.workorder.package}/bin/workorder-backup";
+      backupCli = "runuser -u workorder-backup -- env DATABASE_URL='postgresql:///workorder?host=/run/postgresql' ${nodes.machine.services.workorder.package}/bin/workorder-backup";
+      # A restore over the application's database runs as its owner (docs/backup.md's runbook).
+      restoreCli = "runuser -u workorder -- env DATABASE_URL='postgresql:///workorder?host=/run/postgresql' ${nodes.machine.services.workorder.package}/bin/workorder-backup";
     in
     ''
     import json
@@ -59,6 +64,7 @@ in
     backup_dir = "${backupDir}"
     prom_file = "${textfileDir}/workorder_backup.prom"
     backup_cli = "${backupCli}"
+    restore_cli = "${restoreCli}"
 
 
     def sets():
@@ -93,7 +99,8 @@ in
         t.assertIn("Persistent=true", timer)
 
     with subtest("data worth backing up"):
-        machine.succeed("workorder-manage seed_demo --work-orders 200 > /dev/null")
+        # --force: a production configuration (DEBUG off), which seed_demo otherwise refuses.
+        machine.succeed("workorder-manage seed_demo --work-orders 200 --force > /dev/null")
         machine.succeed(
             "echo 'a drawing' > /var/lib/workorder/media/probe.txt && "
             "chown workorder:workorder /var/lib/workorder/media/probe.txt"
@@ -111,6 +118,26 @@ in
         for line in ["workorder_backup_last_run_success 1", "workorder_backup_last_verified 1"]:
             t.assertIn(line, metrics)
 
+    with subtest("least privilege: roles, directories, groups, the Redis password"):
+        roles = machine.succeed(
+            "runuser -u postgres -- psql -At -c \"select rolname || '=' || rolcreatedb from pg_roles "
+            "where rolname in ('workorder', 'workorder-backup') order by 1\""
+        ).split()
+        t.assertEqual(roles, ["workorder-backup=true", "workorder=false"])
+        machine.fail("runuser -u workorder -- psql -d workorder -c 'create database probe'")
+        machine.fail("runuser -u workorder-backup -- psql -d workorder -c 'delete from production_task'")
+        machine.fail(f"runuser -u workorder -- ls {backup_dir}")
+        t.assertEqual(machine.succeed(f"stat -c %U:%G:%a {backup_dir}").strip(), "workorder-backup:workorder-backup:700")
+        t.assertEqual(machine.succeed("stat -c %U:%G:%a ${textfileDir}").strip(), "workorder-backup:workorder-metrics:750")
+        groups = machine.succeed("systemctl show -p SupplementaryGroups --value prometheus-node-exporter.service")
+        t.assertIn("workorder-metrics", groups)
+        t.assertNotIn("workorder", groups.replace("workorder-metrics", ""))
+        t.assertNotIn("redis", machine.succeed("systemctl show -p SupplementaryGroups --value prometheus-redis-exporter.service"))
+        # Without the password Redis refuses; the application (/ready/) and the exporter get in.
+        t.assertIn("NOAUTH", machine.succeed("redis-cli -s /run/redis-workorder/redis.sock ping 2>&1 || true"))
+        machine.succeed("curl -fsS http://127.0.0.1:9808/ready/")  # checks Redis with the password
+        machine.wait_until_succeeds("curl -fsS http://127.0.0.1:9121/metrics | grep -q '^redis_up 1'", timeout=60)
+
     with subtest("node exporter serves the backup metrics"):
         machine.wait_until_succeeds(
             "curl -fsS http://127.0.0.1:9100/metrics -o /tmp/node.txt && "
@@ -122,7 +149,11 @@ in
         source = row_counts("workorder")
         t.assertGreater(sum(source.values()), 0)
         machine.succeed("runuser -u postgres -- createdb -O workorder restore_check")
-        machine.succeed(f"{backup_cli} restore latest --directory {backup_dir} --target-db restore_check --no-media")
+        # The application's user cannot read the backups: root hands it a copy of the set.
+        latest = sets()[0]
+        machine.succeed(f"mkdir /tmp/restore && cp -a {backup_dir}/{latest} /tmp/restore/ && chown -R workorder: /tmp/restore")
+        machine.succeed(f"{restore_cli} restore /tmp/restore/{latest} --no-media --target-db restore_check")
+        machine.succeed("rm -rf /tmp/restore")
         restored = row_counts("restore_check")
         t.assertEqual(restored, source)
         machine.succeed("runuser -u postgres -- dropdb restore_check")

@@ -142,10 +142,12 @@ in
         server.wait_for_unit("prometheus.service")
         client.wait_for_unit("multi-user.target")
 
-    with subtest("/health/ and /ready/ through nginx"):
+    with subtest("/health/ through nginx, /ready/ on gunicorn's loopback listener only"):
         client.wait_until_succeeds("curl -fsS http://server/health/", timeout=120)
-        ready = client.wait_until_succeeds("curl -fsS http://server/ready/", timeout=300)
+        ready = server.wait_until_succeeds("curl -fsS http://127.0.0.1:9808/ready/", timeout=300)
         server.log(f"/ready/: {ready}")
+        ready_outside = client.succeed("curl -s -o /dev/null -w '%{http_code}' http://server/ready/").strip()
+        t.assertEqual(ready_outside, "403", "nginx must not expose /ready/")
 
     with subtest("security headers, static files, closed /metrics/"):
         headers = client.succeed("curl -sS -D - -o /dev/null http://server/health/").lower()
@@ -174,7 +176,7 @@ in
         server.succeed("grep -q '\\[X\\]' /tmp/migrations.txt")
 
     with subtest("a WebSocket through nginx"):
-        output = server.succeed("workorder-manage drf_create_token loadtest-operator-0001")
+        output = server.succeed("workorder-manage issue_token loadtest-operator-0001")
         found = re.search(r"[0-9a-f]{40}", output)
         assert found is not None, output
         token = found.group(0)

@@ -100,16 +100,16 @@ def run(args) -> int:
     django.setup()
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
     from workorder.accounts.models import User
+    from workorder.accounts.tokens import issue_token
     from workorder.production.models import Task, TaskStatus
 
     def client_for(username: str) -> tuple[APIClient, User]:
         user = User.objects.get(username=username)
-        token, _ = Token.objects.get_or_create(user=user)
-        client = APIClient(HTTP_AUTHORIZATION=f"Token {token.key}")
+        _, key = issue_token(user, device="profile_endpoints")
+        client = APIClient(HTTP_AUTHORIZATION=f"Token {key}")
         return client, user
 
     operator_c, operator = client_for("loadtest-operator-0001")

@@ -30,6 +30,7 @@ in
   environment = call "environment";
   serverEnvironment = call "serverEnvironment";
   backupArgs = call "backupArgs";
+  backupRoleGrants = call "backupRoleGrants";
 }
 """
 

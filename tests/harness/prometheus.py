@@ -89,10 +89,21 @@ def postgres_exporter(log_dir: Path, data_source_name: str, port: int | None = N
     return Exporter("postgres", argv, port, log_dir, env={**os.environ, "DATA_SOURCE_NAME": data_source_name})
 
 
-def redis_exporter(log_dir: Path, redis_addr: str, port: int | None = None) -> Exporter:
-    """`redis_addr`: redis://127.0.0.1:6379 or unix:///path/redis.sock (the module's local server)."""
+REDIS_EXPORTER_PASSWORDS = Path(__file__).resolve().parents[2] / "nix" / "scripts" / "redis-exporter-passwords.sh"
+
+
+def redis_exporter(log_dir: Path, redis_addr: str, port: int | None = None,
+                   password_file: Path | None = None) -> Exporter:
+    """`redis_addr`: redis://127.0.0.1:<port> (the module's local server: loopback TCP with the
+    password) or unix:///path/redis.sock. With `password_file`, the exporter authenticates through
+    --redis.password-file, written by the script the NixOS unit's ExecStartPre runs."""
     port = port or free_port()
     argv = [_exporter_binary("redis"), f"--redis.addr={redis_addr}", f"--web.listen-address=127.0.0.1:{port}"]
+    if password_file:
+        passwords = Path(log_dir) / "redis-exporter-passwords.json"
+        subprocess.run(["bash", "-euo", "pipefail", str(REDIS_EXPORTER_PASSWORDS), redis_addr, str(passwords),
+                        str(password_file)], check=True, capture_output=True, text=True, timeout=30)
+        argv.append(f"--redis.password-file={passwords}")
     return Exporter("redis", argv, port, log_dir)
 
 

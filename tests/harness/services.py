@@ -184,23 +184,43 @@ def _has_c_utf8() -> bool:
 
 
 class RedisServer:
-    """A private redis-server on 127.0.0.1:<free port> and a unix socket, without persistence."""
+    """A private redis-server on 127.0.0.1:<free port> and a unix socket, without persistence.
 
-    def __init__(self, base_dir: str | None = None, port: int | None = None, maxmemory: str = "256mb"):
+    With `password_file` (the NixOS module's services.redis.servers.<name>.requirePassFile) the
+    server requires that password: its configuration file gets `requirepass`, as the module's
+    ExecStartPre writes it, so the password never appears on a command line."""
+
+    def __init__(self, base_dir: str | None = None, port: int | None = None, maxmemory: str = "256mb",
+                 password_file: str | Path | None = None):
         self.base = Path(base_dir or tempfile.mkdtemp(prefix="wo-redis-"))
         self.port = port or free_port()
         self.socket_path = self.base / "redis.sock"
         self.maxmemory = maxmemory
+        self.password_file = Path(password_file) if password_file else None
         self.process: subprocess.Popen | None = None
+
+    @property
+    def password(self) -> str | None:
+        return self.password_file.read_text().strip() if self.password_file else None
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
+    def client(self, **kwargs):
+        """A redis-py client on the unix socket, authenticated when the server requires a password."""
+        import redis
+
+        return redis.Redis(unix_socket_path=str(self.socket_path), password=self.password, **kwargs)
+
     def start(self) -> RedisServer:
         self.base.mkdir(parents=True, exist_ok=True)
+        config = self.base / "redis.conf"
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"requirepass {self.password}\n" if self.password_file else "")
         with open(self.base / "redis.log", "ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                [find_binary("redis-server", ("/usr/bin/redis-server", "/usr/sbin/redis-server")),
+                [find_binary("redis-server", ("/usr/bin/redis-server", "/usr/sbin/redis-server")), str(config),
                  "--bind", "127.0.0.1", "--port", str(self.port), "--unixsocket", str(self.socket_path),
                  "--unixsocketperm", "770", "--save", "", "--appendonly", "no", "--dir", str(self.base),
                  "--maxmemory", self.maxmemory, "--protected-mode", "yes"],

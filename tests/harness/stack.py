@@ -50,6 +50,8 @@ from .services import PostgresServer, RedisServer, free_port, pg_binary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(sys.executable).parent  # the virtualenv's bin: workorder-manage, gunicorn, ...
+# The module's own script: the local Redis password (workorder-redis-password.service).
+GENERATE_SECRET = REPO_ROOT / "nix" / "scripts" / "generate-secret-key.sh"
 
 
 def venv_binary(name: str) -> str:
@@ -164,12 +166,19 @@ class Stack:
         self.textfile_dir = self.base / "node-exporter-textfile"
         self.logs = self.base / "logs"
         self.secret_key_file = self.state_dir / "secret_key"
+        # /var/lib/workorder-redis/password (root only) and the units' $CREDENTIALS_DIRECTORY
+        # (LoadCredential=redis_password:...): Redis' requirePassFile, the app's REDIS_PASSWORD.
+        self.secrets_dir = self.base / "secrets"
+        self.redis_password_file = self.secrets_dir / "redis_password"
+        self.credentials_dir = self.base / "credentials"
         self.multiproc_dir = self.run_dir / "prometheus-multiproc"
         self.gunicorn_socket = self.run_dir / "gunicorn.sock"
         self.daphne_socket = self.run_dir / "daphne.sock"
         self.gunicorn_metrics_port = free_port()
         self.db_name = "workorder"
         self.db_user = "workorder"
+        # services.workorder.backup.user: its own PostgreSQL role (CREATEDB, pg_read_all_data).
+        self.backup_db_user = deployment.defaults()["backupUser"]
         self.postgres: ProductionPostgresServer | None = None
         self.redis: RedisServer | None = None
         self.gunicorn: GunicornServer | None = None
@@ -188,6 +197,17 @@ class Stack:
         # The module: postgresql:///workorder?host=/run/postgresql (peer auth as the service user).
         return (f"postgresql://{self.db_user}@/{self.db_name}?host={self.postgres.socket_dir}"
                 f"&port={self.postgres.port}")
+
+    @property
+    def backup_database_url(self) -> str:
+        # The module: postgresql:///workorder?host=/run/postgresql&user=workorder-backup (peer auth).
+        return (f"postgresql://{self.backup_db_user}@/{self.db_name}?host={self.postgres.socket_dir}"
+                f"&port={self.postgres.port}")
+
+    @property
+    def redis_exporter_addr(self) -> str:
+        # The module: redis://127.0.0.1:<services.workorder.redis.port>, with the password.
+        return f"redis://127.0.0.1:{self.redis.port}"
 
     @property
     def redis_url(self) -> str:
@@ -238,6 +258,8 @@ class Stack:
         """The `environment` nix/module.nix gives workorder-{migrate,backup} and workorder-manage,
         evaluated from nix/deployment.nix with this stack's paths in place of /var/lib and /run."""
         env = {**self.base_env(), **deployment.without_nulls(self.deployment()["environment"])}
+        # LoadCredential=redis_password:... (settings.py puts it into REDIS_URL).
+        env["CREDENTIALS_DIRECTORY"] = str(self.credentials_dir)
         if self.options.gunicorn_workers:  # services.workorder.gunicorn.workers (null: 2 x CPUs + 1)
             env["GUNICORN_WORKERS"] = str(self.options.gunicorn_workers)
         return env
@@ -253,8 +275,11 @@ class Stack:
         return self.server_env()
 
     def backup_env(self) -> dict[str, str]:
-        # The backup unit: the same environment, plus PostgreSQL's own binaries first on PATH.
-        return self.app_env()
+        """The backup unit: the same environment, but its own database role and no credential."""
+        env = self.app_env()
+        del env["CREDENTIALS_DIRECTORY"]
+        env["DATABASE_URL"] = self.backup_database_url
+        return env
 
     def backup_argv(self) -> list[str]:
         """The NixOS backup unit's ExecStart with the module's defaults (nix/deployment.nix)."""
@@ -335,6 +360,11 @@ class Stack:
         os.chmod(self.base, 0o711)  # PostgreSQL runs as `postgres` when we are root: it must traverse
         self.secret_key_file.write_text(secrets.token_urlsafe(50))
         os.chmod(self.secret_key_file, 0o600)
+        for path in (self.secrets_dir, self.credentials_dir):
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        subprocess.run(["bash", "-euo", "pipefail", str(GENERATE_SECRET), str(self.redis_password_file)],
+                       check=True, capture_output=True, text=True, timeout=30)
+        shutil.copyfile(self.redis_password_file, self.credentials_dir / "redis_password")
         self.nginx_port = free_port()
 
         self.postgres = ProductionPostgresServer(str(self.base / "postgresql"), durable=o.durable_postgres)
@@ -350,18 +380,11 @@ class Stack:
         with self._step("postgresql"):
             self.postgres.init()  # initdb unless the data directory is a copy; socket directory, owner
             self.postgres.start()
-            if not cloned:
-                # services.postgresql ensureUsers/ensureDatabases + ensureDBOwnership. CREATEDB lets the
-                # backup tool's --verify-restore create its scratch database as the service user.
-                self.postgres.psql(f'CREATE ROLE "{self.db_user}" LOGIN CREATEDB')
-                self.postgres.psql(f'CREATE DATABASE "{self.db_name}" OWNER "{self.db_user}"')
+            self.ensure_roles()  # also on a copy: postgresql-setup.service runs at every start
         with self._step("redis"):
-            self.redis = RedisServer(str(self.base / "redis"))
+            self.redis = RedisServer(str(self.base / "redis"), password_file=self.redis_password_file)
             self.redis.start()
-            # services.redis.servers.workorder.settings (the module): evict keys with a TTL first.
-            import redis as redis_client
-
-            redis_client.Redis(unix_socket_path=str(self.redis.socket_path)).config_set("maxmemory-policy", "volatile-lru")
+            self.configure_redis()
         with self._step("migrate"):
             self.manage("migrate", "--noinput")  # on a copy: nothing to apply, as at every boot of the module
         if cloned:
@@ -369,6 +392,26 @@ class Stack:
             self.log(f"[{self.name}] seeded (copy of the run's template): {self.counts}")
         elif o.seed:
             self.seed()
+
+    def ensure_roles(self) -> None:
+        """What the module's services.postgresql.ensureUsers/ensureDatabases and
+        workorder-backup-grants.service do at every start: the application's role without CREATEDB
+        (`ALTER ROLE ... NOCREATEDB`, which also fixes a cluster made by an older version), owning
+        its database; the backup role with CREATEDB and the grants of nix/deployment.nix."""
+        pg = self.postgres
+        for role, createdb in ((self.db_user, False), (self.backup_db_user, True)):
+            if not pg.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'"):
+                pg.psql(f'CREATE USER "{role}"')
+            pg.psql(f'ALTER ROLE "{role}" {"CREATEDB" if createdb else "NOCREATEDB"}')
+        if not pg.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.db_name}'"):
+            pg.psql(f'CREATE DATABASE "{self.db_name}"')
+        pg.psql(f'ALTER DATABASE "{self.db_name}" OWNER TO "{self.db_user}"')
+        for statement in deployment.evaluate(backupRoleGrants=self.backup_db_user)["backupRoleGrants"]:
+            pg.psql(statement)
+
+    def configure_redis(self) -> None:
+        """services.redis.servers.workorder.settings (the module): evict keys with a TTL first."""
+        self.redis.client().config_set("maxmemory-policy", "volatile-lru")
 
     def count_rows(self) -> dict[str, int]:
         return {
@@ -428,7 +471,7 @@ class Stack:
                 node_exporter(self.logs, self.textfile_dir),
                 postgres_exporter(self.logs, f"user=postgres host={self.postgres.socket_dir} "
                                              f"port={self.postgres.port} dbname=postgres sslmode=disable"),
-                redis_exporter(self.logs, f"unix://{self.redis.socket_path}"),
+                redis_exporter(self.logs, self.redis_exporter_addr, password_file=self.redis_password_file),
                 nginx_exporter(self.logs, self.nginx.status_url),
             ]
             for exporter in self.exporters:

@@ -25,7 +25,7 @@ RUNBOOK_URL_PREFIX = "https://github.com/workorder/workorder/blob/main/docs/moni
 SEVERITIES = {"page", "ticket"}
 SCRAPE_JOBS = ("django", "node", "postgres", "redis", "nginx")
 
-# The metric names the application exposes (django-prometheus, domain gauges, backup textfile metrics).
+# The metric names the application exposes (django-prometheus, domain gauges and counters, backup textfile metrics).
 APPLICATION_METRICS = {
     "django_http_requests_total_by_view_transport_method_total",
     "django_http_responses_total_by_status_view_method_total",
@@ -39,6 +39,8 @@ APPLICATION_METRICS = {
     "workorder_backup_last_size_bytes",
     "workorder_backup_previous_size_bytes",
     "workorder_backup_last_verified",
+    "workorder_login_failures_total",
+    "workorder_login_lockouts_total",
 }
 
 # What the stack test and the operators' dashboards rely on: these recording rules exist.

@@ -13,6 +13,7 @@ there is no second copy to keep in step. What is left to prove is that the facts
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -138,6 +139,45 @@ def test_security_headers_and_rate_limit_come_from_the_defaults(rendered_nginx):
     assert "limit_req_status 429;" in layout["virtualHostExtraConfig"]
     assert f"rate={defaults['rateLimit']};" in layout["commonHttpConfig"]
     assert f"burst={defaults['rateBurst']} nodelay" in layout["locations"]["/api/"]["extraConfig"]
+
+
+def test_ready_is_closed_to_the_outside_like_metrics(rendered_nginx):
+    server, _ = rendered_nginx
+    blocks = location_blocks(server.render())
+    assert "deny all;" in blocks["= /ready/"]
+    assert "proxy_pass" not in blocks["= /ready/"]
+    assert "proxy_pass" in blocks["= /health/"]  # liveness stays open for outside load balancers
+
+
+def test_body_limit_is_one_value_for_nginx_and_django():
+    """nginx's client_max_body_size and the environment's DATA_UPLOAD_MAX_MEMORY_SIZE both come from
+    defaults.maxRequestBodySize (and follow it when the module passes another value)."""
+    nginx_args = {"gunicornSocket": "/g", "daphneSocket": "/d", "staticRoot": "/s", "mediaRoot": "/m"}
+    default = deployment.defaults()["maxRequestBodySize"]
+    for size in (None, 4096):
+        extra = {} if size is None else {"maxRequestBodySize": size}
+        result = evaluated(nginx={**nginx_args, **extra}, environment={**ENVIRONMENT_ARGS, **extra})
+        expected = size or default
+        assert f"client_max_body_size {expected};" in result["nginx"]["virtualHostExtraConfig"].splitlines()
+        assert result["environment"]["DATA_UPLOAD_MAX_MEMORY_SIZE"] == str(expected)
+    settings = (BACKEND / "settings.py").read_text()
+    assert 'env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1024 * 1024)' in settings and default == 1024 * 1024
+
+
+def test_nginx_refusals_of_long_request_lines_and_large_bodies_are_json(rendered_nginx):
+    """nginx answers these before gunicorn (4k header buffers hold exactly gunicorn's 4094-byte
+    request line): their error pages are internal locations returning the API's JSON error shape."""
+    server, layout = rendered_nginx
+    extra = layout["virtualHostExtraConfig"].splitlines()
+    assert "large_client_header_buffers 4 4k;" in extra
+    blocks = location_blocks(server.render())
+    for status, code in ((413, "request_too_large"), (414, "uri_too_long")):
+        page = f"/__errors/{code}"
+        assert f"error_page {status} {page};" in extra
+        block = blocks[f"= {page}"]
+        assert "internal;" in block and "default_type application/json;" in block
+        body = re.search(rf"return {status} '(.*)';", block).group(1)
+        assert set(json.loads(body)) == {"detail", "code", "errors"} and json.loads(body)["code"] == code
 
 
 def unit_lines(section: dict) -> list[str]:

@@ -1,4 +1,6 @@
-"""The edge of the production topology: /metrics/ access, nginx rate limiting, body limits, hostile URLs.
+"""The edge of the production topology: /metrics/ and /ready/ access, nginx rate limiting, body and
+request-line limits (JSON answers from nginx), hostile URLs and Host headers, access-log escaping, and
+the self-hosted API docs under their Content-Security-Policy.
 
 A small `Stack` (tests/harness/stack.py) without seeding or monitoring, with the NixOS module's
 default rate limit (10 r/s, burst 20 per client address). Its gunicorn gets a metrics allow-list
@@ -19,6 +21,7 @@ import concurrent.futures
 import http.client
 import json
 import secrets
+import socket
 import time
 
 import pytest
@@ -46,9 +49,9 @@ def edge(tmp_path_factory):
     stack.start()
     created = stack.manage("shell", "-c", (
         "from workorder.accounts.models import User\n"
-        "from rest_framework.authtoken.models import Token\n"
+        "from workorder.accounts.tokens import issue_token\n"
         "u, _ = User.objects.get_or_create(username='edge-admin', defaults={'is_staff': True, 'is_superuser': True})\n"
-        "print(Token.objects.get_or_create(user=u)[0].key)\n"))
+        "print(issue_token(u, device='test_edge')[1])\n"))
     try:
         yield {"stack": stack, "metrics_token": token, "api_token": created.stdout.strip().splitlines()[-1]}
     finally:
@@ -199,7 +202,7 @@ def test_body_over_django_limit_is_413_json(edge):
     ("/api/tasks/%00/", 400, "nginx"),  # nginx refuses a NUL byte in the decoded path
     ("/api/tasks/?status=%00", 400, "django"), ("/api/tasks/1.5/claim/", 404, "django"),
     ("/api/tasks/?page=99999999999999999999", 404, "django"), ("/api/%E2%80%AE/", 404, "django"),
-    ("/api/tasks/?page_size=" + "9" * 5000, 414, "gunicorn"),  # limit_request_line (4094 bytes)
+    ("/api/tasks/?page_size=" + "9" * 5000, 414, "nginx-json"),  # over the 4k header buffers
     ("/api/tasks/?page_size=" + "9" * 3000, 200, "django"),
 ])
 def test_hostile_urls_through_nginx_are_json_4xx(edge, path, expected, answered_by):
@@ -208,10 +211,140 @@ def test_hostile_urls_through_nginx_are_json_4xx(edge, path, expected, answered_
     assert status == expected, (path, status, raw[:200])
     if answered_by == "nginx":
         assert b"<center>nginx</center>" in raw, (path, raw[:200])
-    elif answered_by == "gunicorn":
-        assert b"Request Line is too large" in raw, (path, raw[:200])
+    elif answered_by == "nginx-json":
+        assert headers["content-type"] == "application/json", (path, raw[:200])
+        assert json.loads(raw)["code"] == "uri_too_long"
     else:
         assert headers["content-type"].startswith("application/json"), (path, headers.get("content-type"), raw[:200])
+
+
+def request_line_of(length: int) -> str:
+    """A path whose request line `GET <path> HTTP/1.1` is exactly `length` bytes."""
+    prefix = "/api/tasks/?page_size=1&pad="
+    return prefix + "x" * (length - len(f"GET {prefix} HTTP/1.1"))
+
+
+def test_request_line_limit_is_answered_by_nginx_as_json_never_by_gunicorn(edge):
+    """gunicorn refuses a request line over 4094 bytes with an HTML 414; nginx's 4k header buffers
+    hold exactly that much, so the longest line gunicorn accepts still reaches the API and one byte
+    more is nginx's JSON 414."""
+    headers = {"Authorization": f"Token {edge['api_token']}"}
+    status, _, raw = via_nginx(edge, "GET", request_line_of(4094), headers=headers)
+    assert status == 200, raw[:200]
+    status, response_headers, raw = via_nginx(edge, "GET", request_line_of(4095), headers=headers)
+    assert status == 414 and response_headers["content-type"] == "application/json", raw[:200]
+    assert json.loads(raw) == {"detail": "The request line is too long.", "code": "uri_too_long", "errors": {}}
+    # gunicorn's own answer (its loopback listener) is the HTML one nginx now keeps from clients.
+    status, _, raw = direct(edge, request_line_of(4095))
+    assert status == 414 and b"Request Line is too large" in raw
+
+
+def multipart_body(size: int) -> tuple[bytes, str]:
+    boundary = "workorder-edge-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.bin\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + b"x" * size + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_multipart_body_over_the_limit_is_413_json_through_nginx(edge):
+    body, content_type = multipart_body(9 * 1024 * 1024)
+    status, headers, raw = via_nginx(edge, "POST", "/api/auth/login/", body=body,
+                                     headers={"Content-Type": content_type})
+    assert status == 413, raw[:200]
+    assert headers["content-type"] == "application/json"
+    assert json.loads(raw)["code"] == "request_too_large"
+
+
+def test_multipart_body_over_the_limit_is_refused_by_gunicorn_before_it_is_sent(edge):
+    """Directly on gunicorn: the 413 JSON comes from the Content-Length alone, while the client has
+    sent only the start of its 9 MiB (the server reads no more of it)."""
+    body, content_type = multipart_body(9 * 1024 * 1024)
+    head = (f"POST /api/auth/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", edge["stack"].gunicorn_metrics_port), timeout=15) as sock:
+        sock.sendall(head + body[:65536])
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    status_line, _, rest = response.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413"), response[:300]
+    assert b"Content-Type: application/json" in rest.split(b"\r\n\r\n")[0]
+    assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["code"] == "request_too_large"
+
+
+def test_multipart_body_under_the_limit_is_415_the_api_takes_json(edge):
+    body, content_type = multipart_body(1000)
+    status, _, raw = via_nginx(edge, "POST", "/api/auth/login/", body=body, headers={"Content-Type": content_type})
+    assert status == 415, raw[:200]
+    assert json.loads(raw)["code"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("path", ["/ready/", "/ready/?x=1", "//ready/", "/%72eady/", "/api/../ready/"])
+def test_ready_403_through_nginx_200_on_the_loopback_listener(edge, path):
+    assert via_nginx(edge, "GET", path)[0] == 403
+    status, _, raw = direct(edge, "/ready/")
+    assert status == 200 and json.loads(raw)["checks"] == {"database": "ok", "redis": "ok"}
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "a..b", "[::1", "x" * 300])
+def test_disallowed_host_is_400_json_without_a_traceback(edge, host):
+    for answer in (via_nginx(edge, "GET", "/api/auth/me/", headers={"Host": host}),
+                   via_nginx(edge, "POST", "/admin/login/", headers={"Host": host}),
+                   raw_request("127.0.0.1", edge["stack"].gunicorn_metrics_port, "GET", "/api/tasks/",
+                               headers={"Host": host})):
+        status, headers, raw = answer
+        if status == 400 and b"<center>nginx</center>" in raw:
+            continue  # nginx refuses some malformed hosts itself ([::1, a..b)
+        assert status == 400, (host, status, raw[:200])
+        assert headers["content-type"] == "application/json" and json.loads(raw)["code"] == "invalid_host"
+    log = edge["stack"].gunicorn.log_text()
+    assert "ERROR django.security.DisallowedHost" not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_decoded_control_characters_cannot_forge_access_log_lines(edge):
+    forged = "/api/x%0aINFO%20gunicorn.access%20forged-line%0d%1b[31m"
+    assert via_nginx(edge, "GET", forged)[0] == 404
+    assert direct(edge, forged)[0] == 404
+    log = edge["stack"].gunicorn.log_text()
+    assert "\nINFO gunicorn.access forged-line" not in log and "\x1b" not in log
+    assert log.count("/api/x\\x0aINFO gunicorn.access forged-line\\x0d\\x1b[31m") == 2, log[-2000:]
+
+
+def test_api_docs_load_nothing_from_other_origins_under_a_strict_csp(edge):
+    """Swagger UI (/api/docs/) and Redoc (/api/redoc/) from drf-spectacular-sidecar's collected static
+    files, served by nginx from STATIC_ROOT; every script and style they reference resolves there."""
+    for page in ("/api/docs/", "/api/redoc/", "/admin/login/"):
+        status, headers, raw = via_nginx(edge, "GET", page)
+        assert status == 200, (page, raw[:200])
+        policy = dict(directive.strip().split(" ", 1) for directive in headers["content-security-policy"].split(";"))
+        assert policy["script-src"] == "'self'" and policy["default-src"] == "'none'", policy
+        references = page_references(raw.decode())
+        assert references, page
+        assert any(url.startswith("/static/") for url in references), (page, references)
+        for url in references:
+            if url.startswith("#"):
+                continue  # an anchor in the page itself
+            assert url.startswith("/") and not url.startswith("//"), (page, url)
+            if not url.startswith(("/static/", "/api/")):
+                continue  # a link to another page of the admin
+            status, asset_headers, _ = via_nginx(edge, "GET", url)
+            assert status == 200, (page, url, status)
+            if url.split("?")[0].endswith(".js") or "script" in url:
+                assert "javascript" in asset_headers["content-type"], (url, asset_headers["content-type"])
+        assert "<script>" not in raw.decode(), page  # no inline script: script-src 'self' suffices
+
+
+def page_references(html: str) -> list[str]:
+    from html.parser import HTMLParser
+
+    found: list[str] = []
+
+    class Collector(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            found.extend(value for name, value in attrs if name in ("src", "href", "spec-url") and value)
+
+    Collector().feed(html)
+    return found
 
 
 def test_deeply_nested_json_through_nginx_is_400(edge):
@@ -259,3 +392,84 @@ def test_nginx_reuses_upstream_connections_to_gunicorn(edge):
 def test_no_server_errors_in_the_gunicorn_log(edge):
     log = edge["stack"].gunicorn.log_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_websocket_token_in_the_query_string_reaches_no_nginx_log_while_daphne_is_down(edge):
+    """nginx writes the request line (with ?token=) into each error line of a request: "connect() failed
+    ... request: ..." while daphne is down (ECONNREFUSED on a stale socket file, ENOENT without one) and
+    limit_req refusals. The /ws/ location logs neither (access_log off, error_log at emerg)."""
+    stack = edge["stack"]
+    secret = "wssecret" + secrets.token_hex(16)
+    upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Origin": stack.url}
+    wait_for_full_bucket()
+    stack.daphne.stop()
+    try:
+        statuses = []
+        for remove_socket in (False, True):
+            if remove_socket:
+                stack.daphne_socket.unlink(missing_ok=True)
+            with concurrent.futures.ThreadPoolExecutor(10) as pool:
+                statuses += list(pool.map(
+                    lambda n: via_nginx(edge, "GET", f"/ws/notifications/?token={secret}&n={n}", retry_429=False,
+                                        headers=upgrade, timeout=5)[0], range(BURST + 10)))
+        assert set(statuses) == {502, 429}, statuses  # both kinds of error happened
+    finally:
+        stack.daphne.start(timeout=60)
+    # A marker request through a logged location: once it is in the access log, the buffer was flushed.
+    marker = "/api/?marker=" + secrets.token_hex(8)
+    via_nginx(edge, "GET", marker)
+    logs = [stack.nginx.base / name for name in ("access.log", "error.log", "nginx.stderr.log")]
+    deadline = time.monotonic() + 10
+    while marker not in logs[0].read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the access log was never flushed"
+        time.sleep(0.1)
+    for log in logs:
+        assert secret not in log.read_text(errors="replace"), log
+
+
+# --- login lockout, per client address as nginx sees it -----------------------------------------
+def login_from(edge, source: str, username: str, password: str) -> tuple[int, dict, bytes]:
+    """POST /api/auth/login/ through nginx from the local address `source` (127.0.0.1 or 127.0.0.2:
+    both loopback, so nginx sees two clients). nginx's own 429 (its rate limit, an HTML page without
+    Retry-After from the app) is waited out; the app's lockout 429 is JSON and returned."""
+    stack = edge["stack"]
+    body = json.dumps({"username": username, "password": password})
+    deadline = time.monotonic() + 30
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", stack.nginx.port, timeout=15, source_address=(source, 0))
+        try:
+            conn.request("POST", "/api/auth/login/", body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            status, headers, payload = response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+        from_nginx = status == 429 and "retry-after" not in headers
+        if not from_nginx or time.monotonic() > deadline:
+            return status, headers, payload
+        time.sleep(0.2)
+
+
+def test_thirty_wrong_passwords_lock_the_account_from_that_address_only_through_nginx(edge):
+    stack = edge["stack"]
+    password = "Edge-lockout-" + secrets.token_urlsafe(8)
+    stack.manage("shell", "-c", (
+        "from workorder.accounts.models import User\n"
+        "u, _ = User.objects.get_or_create(username='edge-lockout', defaults={'role': 'operator'})\n"
+        f"u.set_password({password!r}); u.save()\n"))
+    statuses = [login_from(edge, "127.0.0.1", "edge-lockout", "wrong-password")[0] for _ in range(30)]
+    assert statuses[:29] == [400] * 29, statuses
+    assert statuses[29] == 429, statuses
+
+    status, headers, body = login_from(edge, "127.0.0.1", "edge-lockout", password)
+    assert status == 429, body  # the right password, from the locked address: still refused
+    assert 800 <= int(headers["retry-after"]) <= 900
+    assert json.loads(body)["detail"]
+
+    status, _, body = login_from(edge, "127.0.0.2", "edge-lockout", password)
+    assert status == 200, body  # the same account from another address logs in
+    assert json.loads(body)["token"]
+
+    stack.manage("unlock_login", "--username", "edge-lockout", "--address", "127.0.0.1")
+    status, _, body = login_from(edge, "127.0.0.1", "edge-lockout", password)
+    assert status == 200, body

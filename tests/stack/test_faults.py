@@ -391,9 +391,7 @@ def kill_and_restart_daphne(stack: Stack) -> str:
 
 def restart_redis(stack: Stack) -> str:
     stack.redis.restart()
-    import redis as redis_client
-
-    redis_client.Redis(unix_socket_path=str(stack.redis.socket_path)).config_set("maxmemory-policy", "volatile-lru")
+    stack.configure_redis()
     return "SIGTERM + start (no persistence: groups and cache are gone)"
 
 

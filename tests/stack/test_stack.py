@@ -66,12 +66,13 @@ def test_seeded_volume(stack):
     assert analyzed == "2", "the seeded tables have no planner statistics"
 
 
-def test_health_and_ready_through_nginx(stack):
+def test_health_through_nginx_ready_on_the_loopback_listener_only(stack):
     status, body = stack.get("/health/")
     assert status == 200, body
-    status, body = stack.get("/ready/")
+    status, body = http_get(f"http://127.0.0.1:{stack.gunicorn_metrics_port}/ready/")
     assert status == 200, _json(body)
-    print(f"[stack] /ready/ through nginx: {_json(body)}")
+    print(f"[stack] /ready/ on gunicorn's loopback listener: {_json(body)}")
+    assert stack.get("/ready/")[0] == 403  # closed in nginx, like /metrics/
 
 
 def test_metrics_closed_through_nginx_open_on_loopback_listener(stack):
@@ -166,6 +167,48 @@ def test_backup_like_the_nixos_timer(stack, backup_run):
     assert values.get("workorder_backup_last_verified") == 1.0, values
     assert values.get("workorder_backup_last_size_bytes", 0) > 0, values
     assert values.get("workorder_backup_last_success_timestamp_seconds", 0) > time.time() - 3600, values
+
+
+def test_least_privilege_roles_and_redis_password(stack, backup_run):
+    """The module's least privilege: the application's role has no CREATEDB (the backup above
+    created its scratch database as the backup role, which has it); the backup role reads every table
+    and writes none; Redis refuses clients without the password, and the application (/ready/ checks
+    Redis) and the redis exporter (redis_up, over loopback TCP) have it."""
+    import psycopg2
+    import psycopg2.errors
+    import redis
+
+    rows = stack.postgres.psql(f"SELECT rolname, rolcreatedb FROM pg_roles WHERE rolname IN "
+                               f"('{stack.db_user}', '{stack.backup_db_user}') ORDER BY 1")
+    assert dict(line.split("|") for line in rows.splitlines()) == {stack.db_user: "f", stack.backup_db_user: "t"}
+    assert backup_run.returncode == 0, backup_run.stderr
+    app = psycopg2.connect(stack.database_url)
+    app.autocommit = True
+    backup = psycopg2.connect(stack.backup_database_url)
+    backup.autocommit = True
+    try:
+        with app.cursor() as cur, pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("CREATE DATABASE least_privilege_probe")
+        with backup.cursor() as cur:
+            cur.execute("SELECT current_user, count(*) FROM production_task")
+            user, tasks = cur.fetchone()
+            assert user == stack.backup_db_user and tasks > 0
+            for statement in ("DELETE FROM production_task", "UPDATE accounts_user SET is_superuser = true",
+                              "CREATE TABLE public.least_privilege_probe (id int)"):
+                with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                    cur.execute(statement)
+    finally:
+        app.close()
+        backup.close()
+
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(unix_socket_path=str(stack.redis.socket_path), socket_timeout=5).set("probe", 1)
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=stack.redis.port, socket_timeout=5).info()
+    status, body = http_get(f"http://127.0.0.1:{stack.gunicorn_metrics_port}/ready/")
+    assert status == 200, _json(body)
+    redis_exporter = next(e for e in stack.exporters if e.job == "redis")
+    assert "\nredis_up 1" in redis_exporter.metrics()
 
 
 def _django_requests(prometheus) -> float:

@@ -29,4 +29,6 @@ class LoginSerializer(serializers.Serializer):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField(help_text='Send as "Authorization: Token <token>".')
+    expires_at = serializers.DateTimeField(
+        help_text="The token's absolute end; it ends earlier after the idle timeout (docs/api.md).")
     user = UserSerializer()

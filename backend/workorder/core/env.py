@@ -78,6 +78,24 @@ def env_secret(name: str, *, environ: Mapping[str, str] | None = None) -> str | 
     return value
 
 
+def redis_url_with_password(url: str | None, password: str | None) -> str | None:
+    """REDIS_URL with REDIS_PASSWORD (env_secret: *_FILE, variable, systemd credential) as its
+    userinfo, so every client that takes the URL (the cache, channels-redis, health checks,
+    connection counting) authenticates: `unix:///run/redis-workorder/redis.sock?db=0` ->
+    `unix://:<password>@/run/redis-workorder/redis.sock?db=0`. A URL that already carries a password
+    and a REDIS_PASSWORD as well is a configuration error (which one would win is not obvious)."""
+    if not url or not password:
+        return url
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ConfigurationError("REDIS_URL already contains a password; set it there or in REDIS_PASSWORD(_FILE), not both")
+    host = parts.netloc.rpartition("@")[2]
+    user = quote(parts.username, safe="") if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
 def _read_secret(path: Path, what: str) -> str:
     try:
         return path.read_text().strip()

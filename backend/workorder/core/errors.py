@@ -1,7 +1,8 @@
 """Domain errors: what a broken rule means, independent of HTTP.
 
 Services raise these; the API edge (core/exceptions.py) maps them to HTTP once: ValidationError 400
-(with per-field messages), PermissionDenied 403, NotFound 404, Conflict 409. Admin actions show them
+(with per-field messages), PermissionDenied 403, NotFound 404, Conflict 409, TooManyAttempts 429 and
+Unavailable 503 (both with Retry-After). Admin actions show them
 as messages. str(error) is the human-readable message.
 """
 
@@ -38,6 +39,26 @@ class Conflict(DomainError):
     """The request is valid but the object's current state does not allow it."""
 
     default_message = "The object's current state does not allow this."
+
+
+class TooManyAttempts(DomainError):
+    """Refused for a while after too many failed attempts (login lockout); retry_after is in seconds."""
+
+    default_message = "Too many failed attempts; try again later."
+
+    def __init__(self, message: str | None = None, *, retry_after: int):
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message)
+
+
+class Unavailable(DomainError):
+    """A resource is saturated for the moment (e.g. password hashing); retry after retry_after seconds."""
+
+    default_message = "The service is busy; retry in a moment."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1):
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(message)
 
 
 class ValidationError(DomainError):

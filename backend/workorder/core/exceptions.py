@@ -9,7 +9,10 @@ throttled, conflict, request_too_large (413), service_unavailable (503: database
 retry), server_error.
 
 Domain errors (core/errors.py) raised by services are mapped here and nowhere else: ValidationError
-400 invalid, PermissionDenied 403 permission_denied, NotFound 404 not_found, Conflict 409 conflict.
+400 invalid, PermissionDenied 403 permission_denied, NotFound 404 not_found, Conflict 409 conflict,
+TooManyAttempts 429 throttled and Unavailable 503 service_unavailable, both with a Retry-After header
+(seconds). `domain_error_response()` gives the same body for errors raised outside DRF views (the
+admin login, through accounts.lockout.LoginLockedOutMiddleware).
 """
 
 from __future__ import annotations
@@ -43,6 +46,18 @@ class DatabaseUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The database is unavailable; retry in a moment."
     default_code = "service_unavailable"
+
+
+class RetryLater(exceptions.APIException):
+    """503 with Retry-After: a resource is saturated for the moment (e.g. password hashing)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = domain.Unavailable.default_message
+    default_code = "service_unavailable"
+
+    def __init__(self, detail=None, *, wait: int):
+        super().__init__(detail)
+        self.wait = wait  # DRF's exception_handler turns `wait` into Retry-After
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -87,6 +102,12 @@ def _from_domain(exc: domain.DomainError) -> exceptions.APIException:
         return exceptions.PermissionDenied(exc.message)
     if isinstance(exc, domain.Conflict):
         return HttpConflict(exc.message)
+    if isinstance(exc, domain.TooManyAttempts):
+        throttled = exceptions.Throttled(wait=exc.retry_after)
+        throttled.detail = exceptions.ErrorDetail(exc.message, code="throttled")
+        return throttled
+    if isinstance(exc, domain.Unavailable):
+        return RetryLater(exc.message, wait=exc.retry_after)
     if isinstance(exc, domain.ValidationError):
         return exceptions.ValidationError(exc.errors)
     return exceptions.ValidationError({domain.NON_FIELD_ERRORS: [exc.message]})
@@ -138,6 +159,19 @@ def json_exception_handler(exc, context):
     response.data = body
     if isinstance(exc, DatabaseUnavailable):
         response["Retry-After"] = "1"
+    return response
+
+
+def domain_error_response(exc: domain.TooManyAttempts | domain.Unavailable):
+    """429/503 with Retry-After and the usual JSON body, for errors raised outside DRF views."""
+    from django.http import JsonResponse
+
+    if isinstance(exc, domain.TooManyAttempts):
+        status_code, code = status.HTTP_429_TOO_MANY_REQUESTS, "throttled"
+    else:
+        status_code, code = status.HTTP_503_SERVICE_UNAVAILABLE, "service_unavailable"
+    response = JsonResponse({"detail": exc.message, "code": code, "errors": {}}, status=status_code)
+    response["Retry-After"] = str(exc.retry_after)
     return response
 
 

@@ -1,5 +1,8 @@
 """/health/ (liveness: the process answers, nothing else) and /ready/ (PostgreSQL and Redis reachable).
 
+/ready/ is for the probes on gunicorn's loopback listener; nginx closes it to the outside
+(nix/deployment.nix), like /metrics/. It reuses one pooled Redis client per process.
+
 Both are served by OperationalEndpointsMiddleware before host validation and the HTTPS redirect, so a
 probe on the loopback port works whatever ALLOWED_HOSTS and WORKORDER_BEHIND_TLS say.
 """
@@ -7,6 +10,7 @@ probe on the loopback port works whatever ALLOWED_HOSTS and WORKORDER_BEHIND_TLS
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from django.conf import settings
@@ -36,22 +40,36 @@ def check_database() -> str:
     return "ok"
 
 
+_redis_clients: dict[str, object] = {}
+_redis_clients_lock = threading.Lock()
+
+
+def redis_client(url: str):
+    """One client (and so one connection pool) per process and URL, shared by every /ready/ call and
+    thread: a probe reuses a pooled connection instead of connecting anew. redis-py's pool notices
+    a fork and starts fresh in the child, so a client never crosses processes."""
+    client = _redis_clients.get(url)
+    if client is None:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        with _redis_clients_lock:
+            client = _redis_clients.get(url)
+            if client is None:
+                client = redis.Redis.from_url(
+                    url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS,
+                    retry=Retry(NoBackoff(), 0), health_check_interval=30,
+                )
+                _redis_clients[url] = client
+    return client
+
+
 def check_redis() -> str:
     url = getattr(settings, "REDIS_URL", None)
     if not url:
         return "not configured"
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), 0),
-    )
-    try:
-        client.ping()
-    finally:
-        client.close()
+    redis_client(url).ping()  # a broken connection is dropped by the pool, the next call reconnects
     return "ok"
 
 

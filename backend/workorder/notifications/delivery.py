@@ -1,4 +1,5 @@
-"""Live delivery: push() sends notifications to their recipients' open WebSockets, from any process.
+"""Live delivery: push() sends notifications to their recipients' open WebSockets, from any process;
+close_revoked() closes the open WebSockets of revoked tokens the same way.
 
 Called after commit by services.notify (in gunicorn workers, management commands, ...). The database
 row is the truth; the push is a hint to re-fetch. If Redis is down, push() logs one line and returns,
@@ -50,14 +51,14 @@ def _connection_errors() -> tuple[type[BaseException], ...]:
 
 
 async def _send_all(layer, messages: list[tuple[str, dict]]) -> None:
-    """group_send each message in order. A broken pooled connection (Redis restarted since the last
-    push) is retried once from the message that failed, so none is sent twice."""
+    """group_send each (group, event) in order. A broken pooled connection (Redis restarted since the
+    last push) is retried once from the message that failed, so none is sent twice."""
     retried = False
     index = 0
     while index < len(messages):
-        group, payload = messages[index]
+        group, event = messages[index]
         try:
-            await layer.group_send(group, {"type": "notification.message", "payload": payload})
+            await layer.group_send(group, event)
         except _connection_errors():
             if retried:
                 raise
@@ -88,9 +89,20 @@ def _loop_for_push() -> asyncio.AbstractEventLoop:
 
 def push(notifications) -> None:
     """Send each notification to its recipient's open connections. Never raises."""
-    messages = [(group_name(n.recipient_id), serialize(n)) for n in notifications]
-    if not messages:
-        return
+    messages = [(group_name(n.recipient_id), {"type": "notification.message", "payload": serialize(n)})
+                for n in notifications]
+    if messages:
+        _deliver(messages, f"realtime push of {len(messages)} notification(s)")
+
+
+def close_revoked(user_id: int, token_ids: list[int] | None) -> None:
+    """Tell every open connection of the user, in every daphne process, that these tokens (None: all of
+    the user's tokens) are revoked; those opened with one of them close with 4401. Never raises."""
+    event = {"type": "tokens.revoked", "token_ids": None if token_ids is None else [int(t) for t in token_ids]}
+    _deliver([(group_name(user_id), event)], f"closing the websockets of user {user_id}'s revoked tokens")
+
+
+def _deliver(messages: list[tuple[str, dict]], what: str) -> None:
     try:
         layer = get_channel_layer()
         if layer is None:
@@ -107,8 +119,7 @@ def push(notifications) -> None:
             future.cancel()
             raise
     except Exception as exc:  # noqa: BLE001 - Redis down must never fail the request that notified
-        logger.warning("realtime push of %d notification(s) skipped: %s: %s", len(messages),
-                       type(exc).__name__, exc)
+        logger.warning("%s skipped: %s: %s", what, type(exc).__name__, exc)
 
 
 async def _push_with_timeout(layer, messages) -> None:

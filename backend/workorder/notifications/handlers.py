@@ -4,6 +4,9 @@ Never the person who acted. Approval: the maker and the supervisors of every dep
 task. Rejection and work-order completion: the maker. Assignment, claim, task completion: the
 assignee (and the previous assignee on re-assignment), the supervisors of the task's department and
 the maker. Connected in NotificationsConfig.ready(); each runs inside the action's transaction.
+
+Also the listener of accounts' tokens_revoked (sent after commit): the open WebSockets of the revoked
+tokens close with 4401, in whichever daphne process they are (consumers.py).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from django.dispatch import receiver
 from django.utils import timezone
 
 from workorder.accounts.models import Role, User
+from workorder.accounts.signals import tokens_revoked
 from workorder.production import events
 from workorder.production.models import WorkOrder
 
+from .delivery import close_revoked
 from .models import Notification, NotificationKind
 from .services import notify
 
@@ -109,3 +114,8 @@ def demo_data_seeded(sender, event: events.DemoDataSeeded, **kwargs) -> None:
         for n, (work_order_id, number) in enumerate(sample)
     ]
     Notification.objects.bulk_create(rows, batch_size=5000)
+
+
+@receiver(tokens_revoked, dispatch_uid="close_websockets_of_revoked_tokens")
+def close_websockets_of_revoked_tokens(sender, user_id: int, token_ids: list[int] | None = None, **kwargs) -> None:
+    close_revoked(user_id, token_ids)

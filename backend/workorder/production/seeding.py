@@ -53,6 +53,9 @@ CUSTOMERS = [
     "Zenith Hospitals", "Alpine Resorts", "Boreal Paper", "Cascade Water", "Dune Glass",
 ]
 DEMO_USERS = ("admin", "test_supervisor", "test_operator", "test_maker")
+LOADTEST_PREFIX = "loadtest-"
+# More users than this that no seed command creates: the database holds real people.
+MAX_FOREIGN_USERS = 5
 DEMO_OPERATORS_PER_DEPARTMENT = 4
 BATCH = 2000
 
@@ -101,14 +104,45 @@ def seed_catalog() -> Catalog:
     return Catalog(departments, processes, products, routings, customers)
 
 
-def upsert_users(specs: list[dict], password: str) -> list[User]:
-    """Create or update users by username (bulk); every one gets `password` (hashed once)."""
+def production_like_reasons() -> list[str]:
+    """Why this database looks like production (empty: a development or test database).
+
+    The one rule both seed commands apply before writing: DEBUG is off, or more than
+    MAX_FOREIGN_USERS users are neither load-test users nor users the demo seeding creates."""
+    from django.conf import settings
+
+    reasons = []
+    if not settings.DEBUG:
+        reasons.append("DEBUG is off")
+    foreign = (
+        User.objects.exclude(username__startswith=LOADTEST_PREFIX).exclude(username__in=DEMO_USERS)
+        .exclude(username__regex=r"^(operator-|supervisor-|maker-)").count()
+    )
+    if foreign > MAX_FOREIGN_USERS:
+        reasons.append(f"{foreign} users are neither load-test nor demo users")
+    return reasons
+
+
+class UpsertedUsers(list):
+    """The users in spec order, plus the usernames that already existed and whose password was kept
+    (reset_passwords=False) or set again (reset_passwords=True)."""
+
+    def __init__(self, users, *, kept_passwords=(), reset_passwords=()):
+        super().__init__(users)
+        self.kept_passwords = list(kept_passwords)
+        self.reset_passwords = list(reset_passwords)
+
+
+def upsert_users(specs: list[dict], password: str, *, reset_passwords: bool = True) -> UpsertedUsers:
+    """Create or update users by username (bulk). New users get `password` (hashed once); existing
+    ones get it too only with reset_passwords, otherwise they keep the password they have."""
     hashed = make_password(password)
     usernames = [s["username"] for s in specs]
     existing = {u.username: u for u in User.objects.filter(username__in=usernames)}
     to_create, to_update = [], []
-    fields = ["password", "role", "department", "is_staff", "is_superuser", "is_active", "first_name",
-              "last_name", "email"]
+    fields = ["role", "department", "is_staff", "is_superuser", "is_active", "first_name", "last_name", "email"]
+    if reset_passwords:
+        fields.append("password")
     for spec in specs:
         values = {"password": hashed, "role": "", "department": None, "is_staff": False, "is_superuser": False,
                   "is_active": True, "first_name": "", "last_name": "", "email": "", **spec}
@@ -117,16 +151,19 @@ def upsert_users(specs: list[dict], password: str) -> list[User]:
             to_create.append(User(**values))
         else:
             for key, value in values.items():
-                setattr(user, key, value)
+                if key != "password" or reset_passwords:
+                    setattr(user, key, value)
             to_update.append(user)
     with transaction.atomic():
         User.objects.bulk_create(to_create, batch_size=1000)
         User.objects.bulk_update(to_update, fields, batch_size=1000)
     by_name = {u.username: u for u in User.objects.filter(username__in=usernames)}
-    return [by_name[name] for name in usernames]
+    updated = sorted(user.username for user in to_update)
+    return UpsertedUsers((by_name[name] for name in usernames), kept_passwords=[] if reset_passwords else updated,
+                         reset_passwords=updated if reset_passwords else [])
 
 
-def seed_demo_users(catalog: Catalog, password: str) -> dict[str, list[User]]:
+def seed_demo_users(catalog: Catalog, password: str, *, reset_passwords: bool = True) -> dict[str, list]:
     first = catalog.departments[0]
     specs = [
         {"username": "admin", "is_staff": True, "is_superuser": True, "first_name": "Ada", "last_name": "Admin"},
@@ -144,8 +181,10 @@ def seed_demo_users(catalog: Catalog, password: str) -> dict[str, list[User]]:
                           "department": department})
     for n in range(1, 3):
         specs.append({"username": f"maker-{n}", "role": Role.MAKER})
-    users = upsert_users(specs, password)
+    users = upsert_users(specs, password, reset_passwords=reset_passwords)
     return {
+        "kept_passwords": users.kept_passwords,
+        "reset_passwords": users.reset_passwords,
         "makers": [u for u in users if u.role == Role.MAKER],
         "operators": [u for u in users if u.role == Role.OPERATOR],
         "supervisors": [u for u in users if u.role == Role.SUPERVISOR],

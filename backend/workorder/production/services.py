@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -105,10 +106,15 @@ def update_work_order(user, work_order_id: int, changes: dict) -> WorkOrder:
 
 
 def approve_work_order(user, work_order_id: int) -> WorkOrder:
-    """pending -> approved, creating one task per routing step (one bulk INSERT)."""
+    """pending -> approved, creating one task per routing step (one bulk INSERT). A supervisor may not
+    approve a work order they created (four eyes) unless WORKORDER_ALLOW_SELF_APPROVAL is on."""
     require_supervisor(user, "approve work orders")
     with transaction.atomic():
         work_order = _locked(WorkOrder, work_order_id)
+        if (work_order.created_by_id == user.pk and not user.is_admin
+                and not settings.WORKORDER_ALLOW_SELF_APPROVAL):
+            raise PermissionDenied(
+                f"Work order {work_order.number} was created by you; another supervisor must approve it.")
         approved = APPROVAL.target("approve", work_order.approval_status, number=work_order.number)
         steps = list(
             RoutingStep.objects.filter(product_id=work_order.product_id)

@@ -1,20 +1,19 @@
 """workorder-manage seed_loadtest: users loadtest-<role>-NNNN (and optionally work orders) for Locust.
 
-Refuses (exit status 1, a message) when the database looks like production unless --force:
-DEBUG is off, or there are more than MAX_FOREIGN_USERS users that are neither load-test nor demo users.
+Refuses (exit status 1, a message) when the database looks like production unless --force
+(seeding.production_like_reasons: DEBUG is off, or more than seeding.MAX_FOREIGN_USERS users are
+neither load-test nor demo users).
 """
 
 import time
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from workorder.accounts.models import Role, User
+from workorder.accounts.models import Role
 from workorder.production import seeding
 from workorder.production.models import WorkOrder
 
-MAX_FOREIGN_USERS = 5
-PREFIX = "loadtest-"
+PREFIX = seeding.LOADTEST_PREFIX
 
 
 def loadtest_username(role: str, n: int) -> str:
@@ -44,15 +43,7 @@ class Command(BaseCommand):
                 raise CommandError(f"{name} must be between 0 and 9999")
         if not password:
             raise CommandError("--password must not be empty")
-        foreign = (
-            User.objects.exclude(username__startswith=PREFIX).exclude(username__in=seeding.DEMO_USERS)
-            .exclude(username__regex=r"^(operator-|supervisor-|maker-)").count()
-        )
-        reasons = []
-        if not settings.DEBUG:
-            reasons.append("DEBUG is off")
-        if foreign > MAX_FOREIGN_USERS:
-            reasons.append(f"{foreign} users are neither load-test nor demo users")
+        reasons = seeding.production_like_reasons()
         if reasons and not force:
             raise CommandError(
                 "refusing to seed load-test users: this database looks like production ("

@@ -1,0 +1,119 @@
+"""API tokens with a lifetime: one per login (device), stored as SHA-256 digests.
+
+A key is `secrets.token_hex(20)` (40 hex characters, the shape clients knew from DRF's authtoken); the
+database holds only sha256(key), so a database dump or backup holds no usable credential. A token is
+valid while all of these hold:
+- its user is active;
+- it was used within WORKORDER_TOKEN_IDLE_SECONDS (default 12 h). `last_used_at` is written at most
+  once per TOUCH_INTERVAL (a minute) per token, so the hot path is a read; a token may therefore
+  expire up to a minute earlier than its true last use suggests;
+- it is younger than WORKORDER_TOKEN_MAX_AGE_SECONDS (default 7 days; `expires_at`), however often used.
+A user has at most WORKORDER_TOKENS_PER_USER tokens (default 10): a login beyond that revokes the
+oldest. Logout revokes the token of the request; a password change or deactivation revokes them all
+(accounts/receivers.py). Every revocation sends `signals.tokens_revoked` once the transaction commits.
+
+Why not django-rest-knox: it has one expiry (no idle timeout alongside an absolute lifetime), and past
+its per-user limit it refuses the new login instead of revoking the oldest token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .models import AuthToken, User
+from .signals import tokens_revoked
+
+KEY_BYTES = 20  # secrets.token_hex(20): 40 hex characters
+MAX_KEY_LENGTH = 64  # anything longer is refused before the database is asked
+KEY_PREFIX_LENGTH = 8
+TOUCH_INTERVAL = timedelta(minutes=1)
+MAX_DEVICE_LENGTH = AuthToken._meta.get_field("device").max_length
+
+
+def idle_timeout() -> timedelta:
+    return timedelta(seconds=settings.WORKORDER_TOKEN_IDLE_SECONDS)
+
+
+def max_age() -> timedelta:
+    return timedelta(seconds=settings.WORKORDER_TOKEN_MAX_AGE_SECONDS)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def plausible_key(key: str | None) -> bool:
+    """False for keys that cannot exist: empty, too long, or containing NUL (which psycopg2 refuses)."""
+    return bool(key) and len(key) <= MAX_KEY_LENGTH and "\x00" not in key
+
+
+def _send_revoked(user_id: int, token_ids: list[int] | None) -> None:
+    transaction.on_commit(lambda: tokens_revoked.send(sender=AuthToken, user_id=user_id, token_ids=token_ids))
+
+
+def issue_token(user: User, device: str = "") -> tuple[AuthToken, str]:
+    """A new token for `user` (one per login/device); returns (token, key). The key is not stored and
+    cannot be recovered: hand it to the client now. Revokes the user's expired tokens and, past
+    WORKORDER_TOKENS_PER_USER, the oldest ones."""
+    key = secrets.token_hex(KEY_BYTES)
+    now = timezone.now()
+    with transaction.atomic():
+        # Serialise logins of one user so that two parallel logins cannot both keep 10 older tokens.
+        User.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+        token = AuthToken.objects.create(
+            user=user, digest=digest(key), key_prefix=key[:KEY_PREFIX_LENGTH], device=(device or "")[:MAX_DEVICE_LENGTH],
+            created_at=now, last_used_at=now, expires_at=now + max_age(),
+        )
+        stale = [
+            t.pk for t in AuthToken.objects.filter(user=user).only("pk", "last_used_at", "expires_at")
+            if t.deadline() <= now
+        ]
+        keep = settings.WORKORDER_TOKENS_PER_USER
+        live = AuthToken.objects.filter(user=user).exclude(pk__in=stale).order_by("-created_at", "-pk")
+        surplus = list(live.values_list("pk", flat=True)[keep:])
+        revoked = stale + surplus
+        if revoked:
+            AuthToken.objects.filter(pk__in=revoked).delete()
+            _send_revoked(user.pk, revoked)
+    return token, key
+
+
+def authenticate_key(key: str, *, touch: bool = True) -> tuple[User, AuthToken] | None:
+    """(user, token) for a valid key; None if the key is unknown, expired or revoked, or its user is
+    inactive. touch=True records the use (extending the idle deadline); WebSocket code passes False so
+    that an open socket never keeps a token alive."""
+    if not plausible_key(key):
+        return None
+    token = AuthToken.objects.select_related("user").filter(digest=digest(key)).first()
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.deadline() <= now:
+        return None
+    if touch and now - token.last_used_at >= TOUCH_INTERVAL:
+        # Conditional: of parallel requests one writes, the rest see the new value and skip.
+        AuthToken.objects.filter(pk=token.pk, last_used_at=token.last_used_at).update(last_used_at=now)
+        token.last_used_at = now
+    return token.user, token
+
+
+def revoke_token(token: AuthToken) -> None:
+    """Revoke one token (logout)."""
+    token_id, user_id = token.pk, token.user_id
+    with transaction.atomic():
+        AuthToken.objects.filter(pk=token_id).delete()
+        _send_revoked(user_id, [token_id])
+
+
+def revoke_all(user: User | int) -> None:
+    """Revoke every token of `user` (password change, deactivation, an admin's decision)."""
+    user_id = user if isinstance(user, int) else user.pk
+    with transaction.atomic():
+        AuthToken.objects.filter(user_id=user_id).delete()
+        _send_revoked(user_id, None)
