@@ -42,8 +42,12 @@ def django_db_modify_db_settings(postgres_server, django_db_modify_db_settings_p
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """No test sees what another left in the Django cache (pagination counts, statistics)."""
+    """No test sees what another left in the Django cache (pagination counts, statistics), nor in
+    this process's copy of the counts."""
     from django.core.cache import cache
 
+    from workorder.core.pagination import counts
+
     cache.clear()
+    counts.clear_local()
     yield

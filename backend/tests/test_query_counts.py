@@ -7,6 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from tests import domain_builders as b
+from workorder.core.pagination import counts
 from workorder.notifications.services import notify
 from workorder.production import services
 
@@ -15,6 +16,7 @@ pytestmark = pytest.mark.django_db
 
 def queries_for(api, path):
     cache.clear()
+    counts.clear_local()
     with CaptureQueriesContext(connection) as ctx:
         response = api.get(path)
     assert response.status_code == 200, response.content

@@ -114,3 +114,21 @@ def test_notification_without_object_has_null_object(shop):
     notify([shop.other_maker], "task_claimed", "no object", None)
     row = b.client(shop.other_maker).get("/api/notifications/").json()["results"][0]
     assert row["message"] == "no object" and row["object"] is None
+
+
+def test_users_with_equal_visibility_scopes_see_equal_rows(shop):
+    """The cached list counts are keyed by visibility_scope instead of the compiled query: two users with
+    the same scope must see the same rows (else one would get the other's count)."""
+    from workorder.accounts.models import User
+    from workorder.production.models import Task, WorkOrder
+
+    nobody = User.objects.create_user("scope-nobody", password=None)
+    users = [shop.cut_op, shop.cut_op2, shop.weld_op, shop.cut_sup, shop.weld_sup, shop.maker, shop.other_maker,
+             shop.admin, nobody]
+    for model in (Task, WorkOrder):
+        seen = {}
+        for user in users:
+            rows = frozenset(model.objects.visible_to(user).values_list("pk", flat=True))
+            scope = model.objects.visibility_scope(user)
+            assert seen.setdefault(scope, rows) == rows, (model.__name__, scope, user.username)
+        assert len(seen) >= 5, seen  # the shop has admins, makers, two departments and a user without a role

@@ -5,15 +5,23 @@ Response shape: {"count", "next", "previous", "results"}.
   are clamped to 100; 0, negative or non-integer values are a 400.
 - `page`: 1-based; a non-integer or < 1 is a 400, a page past the last one is a 404 (both JSON).
 - `count` is exact but may be up to PAGINATION_COUNT_CACHE_SECONDS (default 5) old: the
-  COUNT(*) of a given query (its SQL and parameters, which include the caller's visibility
-  filter) is cached in the Django cache, because on 100k+ rows the count costs ~4x the rest of
+  COUNT(*) of a given query is cached, because on 100k+ rows the count costs ~4x the rest of
   the request (see docs/api.md). A short first page (fewer rows than page_size) gives the exact
   count for free and refreshes the cache.
+
+The cache key names the query without compiling it (compiling a 5-table join costs more CPU than
+the rest of the count path): a view that defines `count_scope(request)` (e.g. the visibility scope
+of `Task.objects.visibility_scope(user)`: equal scopes see equal rows) is keyed by its model, that
+scope and the request's query parameters except page and page_size; other querysets by their SQL.
+Two levels: this process's memory first, then the Django cache (Redis, shared by all workers and
+nodes), both holding the value with the time it was counted, so the bound above holds for both.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from functools import cached_property
 
 from django.conf import settings
@@ -30,36 +38,94 @@ def count_cache_seconds() -> int:
     return int(getattr(settings, "PAGINATION_COUNT_CACHE_SECONDS", 5))
 
 
-def _count_cache_key(queryset) -> str | None:
-    try:
-        sql, params = queryset.query.sql_with_params()
-    except Exception:  # noqa: BLE001 - EmptyResultSet and friends: let the paginator count normally
+NOT_PAGE_PARAMETERS = frozenset({"page", "page_size"})
+
+
+def count_cache_key(queryset, request=None, view=None) -> str | None:
+    """The cache key of `queryset`'s COUNT(*) (see the module docstring); None: do not cache."""
+    count_scope = getattr(view, "count_scope", None)
+    if count_scope is not None and request is not None:
+        scope = count_scope(request)
+        if scope is None:
+            return None
+        parameters = sorted((name, tuple(values)) for name, values in request.query_params.lists()
+                            if name not in NOT_PAGE_PARAMETERS)
+        text = repr((queryset.model._meta.label, scope, parameters))
+    else:
+        try:
+            sql, params = queryset.query.sql_with_params()
+        except Exception:  # noqa: BLE001 - EmptyResultSet and friends: let the paginator count normally
+            return None
+        text = f"{connections[queryset.db or DEFAULT_DB_ALIAS].vendor}|{sql}|{params!r}"
+    return f"pagecount:{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+class _CountCache:
+    """(count, when counted) by key: this process's memory in front of the Django cache."""
+
+    MAX_LOCAL_KEYS = 4096
+
+    def __init__(self) -> None:
+        self.local: dict[str, tuple[int, float]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> int | None:
+        now, ttl = time.time(), count_cache_seconds()
+        entry = self.local.get(key)
+        if entry is not None and now - entry[1] < ttl:
+            return entry[0]
+        stored = cache.get(key)
+        if isinstance(stored, list) and len(stored) == 2 and now - stored[1] < ttl:
+            self._keep(key, int(stored[0]), float(stored[1]))
+            return int(stored[0])
         return None
-    vendor = connections[queryset.db or DEFAULT_DB_ALIAS].vendor
-    digest = hashlib.sha256(f"{vendor}|{sql}|{params!r}".encode()).hexdigest()
-    return f"pagecount:{digest}"
+
+    def set(self, key: str, value: int) -> None:
+        ttl = count_cache_seconds()
+        if ttl <= 0:
+            return
+        counted_at = time.time()
+        self._keep(key, value, counted_at)
+        cache.set(key, [value, counted_at], ttl)
+
+    def _keep(self, key: str, value: int, counted_at: float) -> None:
+        with self.lock:
+            if len(self.local) >= self.MAX_LOCAL_KEYS:
+                self.local.clear()
+            self.local[key] = (value, counted_at)
+
+    def clear_local(self) -> None:
+        with self.lock:
+            self.local.clear()
+
+
+counts = _CountCache()
 
 
 class CachedCountPaginator(Paginator):
     """A Django Paginator whose `count` comes from the cache when the same query was counted recently."""
 
+    def __init__(self, object_list, per_page, *args, count_key: str | None = None, **kwargs):
+        super().__init__(object_list, per_page, *args, **kwargs)
+        if count_key is None and hasattr(object_list, "query"):
+            count_key = count_cache_key(object_list)
+        self.count_key = count_key
+
     @cached_property
     def count(self) -> int:
-        key = _count_cache_key(self.object_list) if hasattr(self.object_list, "query") else None
-        if key is not None:
-            cached = cache.get(key)
+        if self.count_key is not None:
+            cached = counts.get(self.count_key)
             if cached is not None:
                 return cached
         value = super().count
-        if key is not None:
-            cache.set(key, value, count_cache_seconds())
+        if self.count_key is not None:
+            counts.set(self.count_key, value)
         return value
 
     def remember_exact_count(self, value: int) -> None:
         """Store a count known to be exact (a short first page) without a COUNT query."""
-        key = _count_cache_key(self.object_list) if hasattr(self.object_list, "query") else None
-        if key is not None:
-            cache.set(key, value, count_cache_seconds())
+        if self.count_key is not None:
+            counts.set(self.count_key, value)
         self.__dict__["count"] = value
 
 
@@ -92,7 +158,8 @@ class StandardPagination(PageNumberPagination):
         if number < 1:
             raise ValidationError({"page": ["A positive integer is required."]})
 
-        paginator = self.django_paginator_class(queryset, page_size)
+        paginator = self.django_paginator_class(queryset, page_size,
+                                                count_key=count_cache_key(queryset, request, view))
         if number == 1:
             # Fetch the first page without counting; a short page *is* the count.
             rows = list(queryset[: page_size + 1])

@@ -62,6 +62,19 @@ class WorkOrderQuerySet(models.QuerySet):
             return self.filter(Exists(department_tasks))
         return self.none()
 
+    def visibility_scope(self, user) -> str:
+        """A name for the set visible_to(user) returns: users with equal scopes see equal rows (keys the
+        cached list counts; keep it in step with visible_to, test_visibility.py checks both)."""
+        if not user.is_authenticated:
+            return "none"
+        if user.is_admin:
+            return "all"
+        if user.role == Role.MAKER:
+            return f"maker:{user.pk}"
+        if user.role in (Role.OPERATOR, Role.SUPERVISOR) and user.department_id:
+            return f"{user.role}:{user.department_id}"
+        return "none"
+
 
 class TaskQuerySet(models.QuerySet):
     def visible_to(self, user) -> "TaskQuerySet":
@@ -76,6 +89,19 @@ class TaskQuerySet(models.QuerySet):
         if user.role == Role.MAKER:
             return self.filter(work_order__created_by_id=user.pk)
         return self.none()
+
+    def visibility_scope(self, user) -> str:
+        """A name for the set visible_to(user) returns: users with equal scopes see equal rows (keys the
+        cached list counts; keep it in step with visible_to, test_visibility.py checks both)."""
+        if not user.is_authenticated:
+            return "none"
+        if user.is_admin:
+            return "all"
+        if user.role in (Role.OPERATOR, Role.SUPERVISOR) and user.department_id:
+            return f"department:{user.department_id}"
+        if user.role == Role.MAKER:
+            return f"maker:{user.pk}"
+        return "none"
 
 
 class WorkOrder(models.Model):

@@ -35,6 +35,8 @@ class TaskViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     ordering = ["id"]
 
     def get_queryset(self):
+        if self.action == "list":  # rows, not instances (core/serializers.py)
+            return TaskSerializer.list_rows(Task.objects.visible_to(self.request.user)).order_by("id")
         queryset = TaskSerializer.list_queryset(Task.objects.visible_to(self.request.user)).order_by("id")
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
@@ -45,6 +47,9 @@ class TaskViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
 
     def get_serializer_class(self):
         return TaskDetailSerializer if self.action == "retrieve" else TaskSerializer
+
+    def count_scope(self, request):
+        return Task.objects.visibility_scope(request.user)
 
     def _respond(self, task_id: int):
         task = TaskSerializer.list_queryset(Task.objects.visible_to(self.request.user)).get(pk=task_id)
@@ -103,6 +108,8 @@ class WorkOrderViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     ordering = ["-id"]
 
     def get_queryset(self):
+        if self.action == "list":  # rows, not instances (core/serializers.py)
+            return WorkOrderSerializer.list_rows(WorkOrder.objects.visible_to(self.request.user)).order_by("-id")
         queryset = WorkOrderSerializer.list_queryset(WorkOrder.objects.visible_to(self.request.user)).order_by("-id")
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
@@ -118,6 +125,9 @@ class WorkOrderViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
         if self.action == "partial_update":
             return WorkOrderUpdateSerializer
         return WorkOrderSerializer
+
+    def count_scope(self, request):
+        return WorkOrder.objects.visibility_scope(request.user)
 
     def _respond(self, work_order_id: int, status_code=status.HTTP_200_OK):
         work_order = WorkOrderSerializer.list_queryset().get(pk=work_order_id)
