@@ -11,5 +11,5 @@ output=${2:?$usage}
 password_file=${3:-${CREDENTIALS_DIRECTORY:?$usage (no PASSWORD_FILE and no systemd credentials)}/redis_password}
 umask 0077
 jq -n --arg addr "$addr" --rawfile password "$password_file" \
-  '{($addr): ($password | rtrimstr("\n"))}' >"$output.tmp"
+  '{($addr): ($password | sub("\n+$"; ""))}' >"$output.tmp"
 mv "$output.tmp" "$output"

@@ -25,10 +25,10 @@ def strict_bash(*args: str | Path, env: dict[str, str] | None = None) -> subproc
 
 
 def test_every_script_is_referenced_by_the_module():
-    module = (REPO / "nix" / "module.nix").read_text() + (REPO / "nix" / "monitoring.nix").read_text()
+    module = "".join((REPO / "nix" / name).read_text() for name in ("module.nix", "monitoring.nix", "pitr.nix"))
     assert SCRIPTS
     for script in SCRIPTS:
-        assert f"./scripts/{script.name}" in module, f"{script.name} is not used by nix/module.nix or monitoring.nix"
+        assert f"./scripts/{script.name}" in module, f"{script.name} is not used by nix/module.nix, monitoring.nix or pitr.nix"
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)

@@ -2,9 +2,11 @@
 
     workorder-backup backup  [--verify-restore] [--retention-days 30] [--keep-at-least 7] [--no-prune] [--no-media]
     workorder-backup verify  [--restore] [BACKUP ...]
-    workorder-backup list    [--json]
+    workorder-backup list    [--json] [--pitr]
     workorder-backup restore BACKUP [--target-db URL|NAME] [--force] [--no-media | --no-database] [--no-owner] [--jobs N]
     workorder-backup prune   [--retention-days 30] [--keep-at-least 7] [--dry-run]
+    workorder-backup pitr-metrics --metrics-file F    (point-in-time recovery: pgBackRest, pg_stat_archiver)
+    workorder-backup pitr-verify  [--metrics-file F]  (pgbackrest verify)
 
 Common flags (any subcommand): --directory (WORKORDER_BACKUP_DIR), --media-dir (MEDIA_ROOT),
 --metrics-file (WORKORDER_BACKUP_METRICS_FILE), --pg-bindir. The database is DATABASE_URL.
@@ -22,7 +24,7 @@ import psycopg2
 
 from workorder.core.env import ConfigurationError, exit_with_configuration_error
 
-from . import operations
+from . import operations, pgbackrest
 from .errors import EXIT_FAILED, EXIT_USAGE, BackupError, Interrupted, one_line
 from .store import io_reason
 
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workorder-backup", description="Verified PostgreSQL + media backups for workorder (see docs/backup.md).",
         epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 verification failed, 4 restore refused, 5 locked.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{backup,verify,list,restore,prune}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{backup,verify,list,restore,prune,pitr-metrics,pitr-verify}")
 
     p = sub.add_parser("backup", parents=[common, retention], help="take a backup set, verify it, prune old ones")
     p.add_argument("--verify-restore", action="store_true",
@@ -68,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", parents=[common], help="list complete backup sets, newest first")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda a, cfg: operations.run_list(cfg, a.json))
+    p.add_argument("--pitr", action="store_true",
+                   help="only pgBackRest's backups and the newest archived WAL ($WORKORDER_PGBACKREST_STANZA)")
+    p.set_defaults(func=lambda a, cfg: operations.run_list(cfg, a.json, pitr_only=a.pitr))
 
     p = sub.add_parser("restore", parents=[common], help="restore a backup set (database and media)")
     p.add_argument("backup", metavar="BACKUP", help="set name, path to the set (or a file in it), or 'latest'")
@@ -89,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", parents=[common, retention], help="apply retention without taking a backup")
     p.add_argument("--dry-run", action="store_true", help="print what would be removed")
     p.set_defaults(func=lambda a, cfg: operations.run_prune(cfg, a.retention_days, a.keep_at_least, a.dry_run))
+
+    p = sub.add_parser("pitr-metrics", parents=[common],
+                       help="write the point-in-time recovery metrics (pg_stat_archiver, pgbackrest info)")
+    p.set_defaults(func=lambda a, cfg: pgbackrest.command_metrics(cfg))
+    p = sub.add_parser("pitr-verify", parents=[common], help="pgbackrest verify, its result as metrics")
+    p.set_defaults(func=lambda a, cfg: pgbackrest.command_verify(cfg))
     return parser
 
 
