@@ -320,8 +320,45 @@ def test_verify_detects_a_truncated_dump_and_a_missing_file(tool):
 def test_verify_restore_option_of_verify_restores_an_existing_set_into_scratch(tool, pg_server):
     tool.ok("backup")
     proc = tool.ok("verify", "--restore", "latest")
-    assert "restore test" in proc.stdout
+    assert "restore test: row counts and content checksums of 4 tables" in proc.stdout
     assert not [d for d in database_names(pg_server) if d.startswith("workorder_backup_verify_")]
+
+
+def test_manifest_holds_a_content_checksum_per_table_taken_from_the_dumped_snapshot(tool, pg_server):
+    tool.ok("backup")
+    [name] = tool.sets()
+    checksums = json.loads((tool.backup_dir / name / "manifest.json").read_text())["table_checksums"]
+    assert set(checksums) == {"public.customer", "public.work_order", "public.empty_table", "reporting.daily_total"}
+    pinned = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1; SET bytea_output = 'hex'; "
+    for table, key in (("public.customer", "id"), ("public.work_order", "id"), ("reporting.daily_total", "day")):
+        expected = pg_server.psql(f"{pinned}SELECT md5(string_agg(md5(t::text), '' ORDER BY {key})) FROM {table} t",
+                                  tool.dbname)
+        assert checksums[table] == expected, table
+    assert checksums["public.empty_table"] == hashlib.md5(b"").hexdigest()
+
+
+def test_verify_restore_fails_on_one_flipped_value_naming_the_table(tool, pg_server, tmp_path):
+    """Same row counts, one value changed in the restored scratch copy: only the content checksum sees it."""
+    env = _fake_pg_restore(tmp_path, "\"$real\" \"$@\" || exit $?\n"
+                                     "\"$psql\" -X -q -d \"$db\" -c \"UPDATE customer SET balance = balance + 0.01 "
+                                     "WHERE id = 150\" >/dev/null\n")
+    proc = tool.run("backup", "--verify-restore", env=env)
+    assert_one_line_failure(proc, "verify-restore: table content differs", "public.customer: content differs", code=3)
+    assert "public.work_order" not in proc.stderr and tool.sets() == []
+    tool.ok("backup")  # unverified set, checksums in its manifest
+    proc = tool.run("verify", "--restore", "latest", env=env)
+    assert_one_line_failure(proc, "table content differs", "public.customer", code=3)
+
+
+def test_verify_restore_of_an_older_set_without_checksums_falls_back_to_row_counts_and_says_so(tool):
+    tool.ok("backup")
+    [name] = tool.sets()
+    path = tool.backup_dir / name / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["table_checksums"]
+    path.write_text(json.dumps(manifest))
+    proc = tool.ok("verify", "--restore", name)
+    assert f"OK {name}" in proc.stdout and "row counts only (this set has no content checksums)" in proc.stdout
 
 
 # -- restore ---------------------------------------------------------------------------------------

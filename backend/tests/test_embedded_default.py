@@ -95,3 +95,37 @@ def test_parallel_progress_reports_on_one_task_all_succeed_on_sqlite(dev_server)
     assert status == 200
     assert json.loads(body)["completed_quantity"] == sum(quantities)
     assert "database is locked" not in dev_server["server"].log_path.read_text()
+
+
+def test_parallel_identical_keyed_reports_apply_once_on_sqlite(dev_server):
+    """No advisory locks on SQLite: its IMMEDIATE transactions queue the duplicates behind the first,
+    which then find its stored outcome."""
+    port, task = dev_server["port"], dev_server["task"]
+    _, body = request(port, "POST", "/api/auth/login/", {"username": "test_operator", "password": PASSWORD})
+    token = json.loads(body)["token"]
+    before = json.loads(request(port, "GET", f"/api/tasks/{task}/", token=token)[1])["completed_quantity"]
+    barrier = threading.Barrier(PARALLEL)
+    results: list = [None] * PARALLEL
+
+    def report(index: int) -> None:
+        barrier.wait(timeout=30)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            conn.request("POST", f"/api/tasks/{task}/update_progress/", body=json.dumps({"quantity": 3}),
+                         headers={"Content-Type": "application/json", "Authorization": f"Token {token}",
+                                  "Idempotency-Key": "sqlite-once"})
+            response = conn.getresponse()
+            results[index] = (response.status, response.getheader("Idempotent-Replayed"), response.read())
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=report, args=(i,)) for i in range(PARALLEL)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert [r[0] for r in results] == [200] * PARALLEL, results
+    assert sorted(r[1] or "" for r in results) == [""] + ["true"] * (PARALLEL - 1)
+    assert len({r[2] for r in results}) == 1
+    after = json.loads(request(port, "GET", f"/api/tasks/{task}/", token=token)[1])["completed_quantity"]
+    assert after == before + 3

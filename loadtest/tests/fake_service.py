@@ -33,8 +33,17 @@ DEPARTMENTS = (1, 2)
 
 class State:
     def __init__(self, password: str = "secret", operators: int = 20, supervisors: int = 6, makers: int = 6,
-                 tasks: int = 300, notify: bool = True, conflicts: bool = False):
+                 tasks: int = 300, notify: bool = True, conflicts: bool = False, unavailable_every: int = 0):
         self.notify, self.conflicts = notify, conflicts
+        # Idempotency-Key, as the real API keeps it: outcomes by (user, key); every Nth new keyed
+        # write answers 503 without applying anything (unavailable_every, 0: never).
+        self.unavailable_every = unavailable_every
+        self.outcomes: dict[tuple, tuple[int, object]] = {}
+        self.seen_keys: set[tuple] = set()
+        self.keyed_writes = 0  # with a key not seen before
+        self.unkeyed_writes = 0
+        self.unavailable = 0
+        self.replayed = 0
         self.lock = threading.Lock()
         self.password = password
         self.users: dict[str, dict] = {}
@@ -122,8 +131,10 @@ def make_handler(state: State, delay: float):
             return state.tokens.get(auth[6:]) if auth.startswith("Token ") else None
 
         def body(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            return json.loads(self.rfile.read(length) or b"{}") if length else {}
+            if not hasattr(self, "_raw_body"):  # read once: a reply that skips route() still drains it
+                length = int(self.headers.get("Content-Length") or 0)
+                self._raw_body = self.rfile.read(length) if length else b""
+            return json.loads(self._raw_body or b"{}")
 
         def do_GET(self):
             if self.headers.get("Upgrade", "").lower() == "websocket":
@@ -170,12 +181,33 @@ def make_handler(state: State, delay: float):
             parts = urlsplit(self.path)
             query = parse_qs(parts.query)
             path = parts.path
+            key = self.headers.get("Idempotency-Key")
+            self.__dict__.pop("_raw_body", None)  # a new request on this keep-alive connection
+            if method == "POST":
+                self.body()
             with state.lock:
                 state.requests += 1
-                try:
-                    status, body = self.route(method, path, query)
-                except LookupError as exc:
-                    status, body = 404, {"detail": str(exc)}
+                me = self.user()
+                scope = (me and me["id"], key)
+                new_key = key is not None and scope not in state.seen_keys
+                if method == "POST" and path != "/api/auth/login/":
+                    state.keyed_writes += new_key
+                    state.unkeyed_writes += key is None
+                    state.seen_keys.add(scope)
+                replay = state.outcomes.get(scope) if key is not None else None
+                if replay is not None:
+                    state.replayed += 1
+                    status, body = replay
+                elif new_key and state.unavailable_every and state.keyed_writes % state.unavailable_every == 0:
+                    state.unavailable += 1
+                    status, body = 503, {"detail": "The database is unavailable; retry in a moment."}
+                else:
+                    try:
+                        status, body = self.route(method, path, query)
+                    except LookupError as exc:
+                        status, body = 404, {"detail": str(exc)}
+                    if key is not None and status < 500:
+                        state.outcomes[scope] = (status, body)
             self.reply(status, body)
 
         def route(self, method, path, query):

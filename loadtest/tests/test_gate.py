@@ -185,6 +185,19 @@ def test_strict_less_than_and_explicit_operators():
 
 # --- groups and targets --------------------------------------------------------------------------
 
+def test_retries_are_reported_apart_and_the_first_failure_counts_in_http():
+    entries = {("POST", "[Operator] Update Progress"): samples([10] * 998, failures=2),
+               ("POST", "[Operator] Update Progress (retry)"): samples([12], failures=1),
+               ("POST", "[Operator] Update Progress (retry) (conflict)"): samples(conflicts=1)}
+    verdict = gate.evaluate(entries, DEFAULTS + [gate.parse_expression("retry", "failures==0")])
+    groups = verdict["groups"]
+    assert (groups["http"]["requests"], groups["http"]["failures"], groups["http"]["error_rate"]) == (1000, 2, 0.002)
+    assert (groups["retry"]["requests"], groups["retry"]["failures"], groups["retry"]["conflicts"]) == (3, 1, 1)
+    assert failed(verdict) == [("http", "error_rate"), ("retry", "failures")]
+    assert {e["name"]: e["kind"] for e in verdict["entries"]}["[Operator] Update Progress (retry)"] == "retry"
+    assert "retry requests=3 failures=1" in gate.table(verdict)
+
+
 def test_logins_and_websocket_are_judged_apart_from_http():
     entries = http([400] * 10) | {
         ("POST", gate.LOGIN_NAME): samples([3000] * 10, failures=1),

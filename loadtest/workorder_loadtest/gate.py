@@ -1,6 +1,9 @@
 """The SLA gate (no Locust import): thresholds ``METRIC OP VALUE`` on a target (``http``: HTTP but
-logins, ``ws``, ``login``, or a request name), exact statistics, the verdict. Latency is over answered
-requests; every HTTP 409 is a business conflict, never a failure. Percentiles are nearest rank: pN is
+logins and retries, ``ws``, ``login``, ``retry``, or a request name), exact statistics, the verdict.
+Latency is over answered requests; every HTTP 409 is a business conflict, never a failure. A write
+that failed with 502/503/504 or no answer is sent once more with the same Idempotency-Key, named
+"<name> (retry)": the first attempt counts in ``http``'s error rate, the retries are group ``retry``
+(its failures: what is left after one retry). Percentiles are nearest rank: pN is
 the value at rank ceil(N/100 * n), 1-based, of the n sorted times (p95 of 19 samples: the 19th).
 Exit codes: 0 every threshold held, 1 one missed, 2 an invalid run (even if all held)."""
 
@@ -19,7 +22,8 @@ EXIT_PASS, EXIT_MISS, EXIT_INVALID = 0, 1, 2
 LOGIN_NAME = "[Auth] Login"
 WS = "WS"  # request_type of the WebSocket entries
 HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-GROUPS = ("http", "ws", "login")
+GROUPS = ("http", "ws", "login", "retry")
+RETRY_MARK = " (retry)"  # in the name of a write's second attempt (users/base.py)
 
 KINDS = {"avg": "time", "min": "time", "max": "time", "error_rate": "rate", "conflict_rate": "rate",
          "requests": "count", "failures": "count", "conflicts": "count"}
@@ -183,7 +187,9 @@ def record(entries: dict[tuple[str, str], Samples], request_type: str, name: str
 def group_of(request_type: str, name: str, include_login: bool = False) -> str | None:
     if name == LOGIN_NAME and not include_login:
         return "login"
-    return "http" if request_type in HTTP_METHODS else "ws" if request_type == WS else None
+    if request_type in HTTP_METHODS:
+        return "retry" if RETRY_MARK in name else "http"
+    return "ws" if request_type == WS else None
 
 
 def select(target: str, entries: dict[tuple[str, str], Samples], include_login: bool = False) -> Samples:

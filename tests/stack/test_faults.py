@@ -6,7 +6,12 @@ takes a steady, moderate load through nginx from a bounded loopback load loop (`
 of maker -> supervisor -> operator
 that create work orders, approve them, claim the first task and report progress, plus list reads,
 every request recorded with its time and outcome, every acknowledged (2xx) write put in a
-client-side ledger. WebSocket clients (the makers and supervisors of the pipelines) listen through
+client-side ledger. Every write carries a fresh Idempotency-Key and is retried once, with the same
+key (after the answer's Retry-After, at most 2 s), when the application gave no answer (502, 503,
+504, no response); a write whose outcome is
+still unknown after that (or 409 idempotency_key_in_use: its first attempt still ran) is replayed
+with its key once the faults are over, so afterwards the client knows every outcome and the
+database must equal the ledger exactly: no acknowledged write lost, none applied twice. WebSocket clients (the makers and supervisors of the pipelines) listen through
 nginx; when their socket closes they reconnect and re-fetch what they missed over HTTP.
 
 Faults, one after the other, each followed by recovery:
@@ -15,7 +20,8 @@ Faults, one after the other, each followed by recovery:
   3. restart Redis (SIGTERM + start, as `systemctl restart redis-workorder`; no persistence);
   4. restart PostgreSQL (`pg_ctl stop -m fast` + start).
 
-For each: failed requests in the event window (count and share), seconds until the last failure
+For each: failed requests in the event window (count and share; first attempts), the retries and
+how many of them failed too (the failures left after one retry), seconds until the last failure
 (recovery), WebSocket disconnects/reconnects and notifications never delivered (neither pushed nor
 re-fetched), acknowledged writes of the window missing from the database afterwards (must be 0).
 The table is printed, written to reports/faults/fault_table.md and recorded in docs/reliability.md.
@@ -38,6 +44,7 @@ import signal
 import threading
 import time
 import traceback
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -52,6 +59,7 @@ pytestmark = pytest.mark.stack
 
 PIPELINES = int(os.environ.get("WORKORDER_FAULT_PIPELINES", "4"))
 THINK = float(os.environ.get("WORKORDER_FAULT_THINK", "0.05"))  # seconds between a pipeline's requests
+RETRY_STATUSES = {0, 502, 503, 504}  # no answer from the application: retried once with the same key
 MAX_RECOVERY_SECONDS = 30.0
 RECOVERY_DEADLINE = 90.0  # no recovery by then fails the test (it must not read as "recovered after 0 s")
 QUIET_SECONDS = 3.0  # a fault is over when this long passed without a failure (and requests succeeded)
@@ -90,7 +98,9 @@ class Load:
     def __init__(self, base_url: str, pipelines: list[dict]):
         self.base = base_url
         self.pipelines = pipelines
-        self.events: list[tuple[float, str, int]] = []  # (t, what, status; 0 = no response)
+        self.events: list[tuple[float, str, int]] = []  # (t, what, status; 0 = no response); first attempts
+        self.retries: list[tuple[float, str, int]] = []  # the second attempts (same key), likewise
+        self.unknown: list[dict] = []  # writes whose outcome is not known after one retry: replayed later
         self.events_lock = threading.Lock()
         self.failure_details: list[tuple[float, str, int, object]] = []
         self.ledger = Ledger()
@@ -99,23 +109,63 @@ class Load:
         self.errors: list[str] = []  # tracebacks of pipeline threads that died
         self.cycles: Counter = Counter()  # pipeline name -> complete cycles
 
-    def request(self, session: requests.Session, token: str, method: str, path: str, what: str, body=None):
-        status, data, detail, response = 0, None, "", None
+    def send(self, session: requests.Session, token: str, method: str, path: str, body, key: str | None):
+        """(status, JSON body or None, failure detail, Retry-After seconds); status 0 when no response came."""
+        status, data, detail, wait = 0, None, "", 0.0
+        headers = {"Authorization": f"Token {token}"} | ({"Idempotency-Key": key} if key else {})
         try:
-            response = session.request(method, self.base + path, json=body, timeout=(5, 20),
-                                       headers={"Authorization": f"Token {token}"})
+            response = session.request(method, self.base + path, json=body, timeout=(5, 20), headers=headers)
             status = response.status_code
             if response.content and response.headers.get("Content-Type", "").startswith("application/json"):
                 data = response.json()
+            detail = response.content[:200]
+            wait = min(float(response.headers.get("Retry-After", "0") or 0), 2.0)
         except (requests.RequestException, ValueError) as exc:
             session.close()  # drop a broken keep-alive connection
             detail = f"{type(exc).__name__}: {str(exc)[:150]}"
+        return status, data, detail, wait
+
+    def request(self, session: requests.Session, token: str, method: str, path: str, what: str, body=None,
+                on_ack=None):
+        """One request; a write gets a fresh key and one retry with it when the application gave no
+        answer. on_ack(data) runs when a write is acknowledged (here or at its replay); a write whose
+        outcome is still unknown is kept for replay()."""
+        key = str(uuid.uuid4()) if method != "GET" else None
+        status, data, detail, wait = self.send(session, token, method, path, body, key)
         with self.events_lock:
             self.events.append((time.monotonic(), what, status))
             if not 200 <= status < 300:
-                body = detail if status == 0 else response.content[:200]
-                self.failure_details.append((time.monotonic(), f"{method} {path}", status, body))
+                self.failure_details.append((time.monotonic(), f"{method} {path}", status, detail))
+        if key and status in RETRY_STATUSES:
+            time.sleep(wait)  # the answer's Retry-After (503: 1 s), at most 2 s
+            status, data, detail, _ = self.send(session, token, method, path, body, key)
+            with self.events_lock:
+                self.retries.append((time.monotonic(), what, status))
+        if key and (status in RETRY_STATUSES or in_flight(status, data)):
+            with self.events_lock:
+                self.unknown.append({"token": token, "method": method, "path": path, "body": body, "key": key,
+                                     "what": what, "on_ack": on_ack})
+        elif 200 <= status < 300 and on_ack is not None:
+            with self.ledger.lock:
+                on_ack(data)
         return status, data
+
+    def replay(self) -> tuple[int, int, list]:
+        """Every write of unknown outcome once more with its key (the faults are over): (replayed,
+        acknowledged now: applied then or now, outcomes still unknown)."""
+        session = requests.Session()
+        acknowledged, still_unknown = 0, []
+        for write in self.unknown:
+            status, data, _, _ = self.send(session, write["token"], write["method"], write["path"], write["body"],
+                                           write["key"])
+            if 200 <= status < 300:
+                acknowledged += 1
+                if write["on_ack"] is not None:
+                    with self.ledger.lock:
+                        write["on_ack"](data)
+            elif status in RETRY_STATUSES or in_flight(status, data):
+                still_unknown.append((write["what"], status))
+        return len(self.unknown), acknowledged, still_unknown
 
     def run_pipeline(self, p: dict) -> None:
         try:
@@ -139,11 +189,10 @@ class Load:
         pause = lambda: time.sleep(THINK)
         status, order = self.request(session, p["maker_token"], "POST", "/api/workorders/", "create", {
             "customer": p["customer"], "product": p["product"], "production_quantity": 3,
-            "delivery_date": "2031-01-31", "priority": "normal"})
+            "delivery_date": "2031-01-31", "priority": "normal"},
+            on_ack=lambda data: self.ledger.work_orders.append((time.monotonic(), data["id"])))
         if not ok(status):
             return False
-        with self.ledger.lock:
-            self.ledger.work_orders.append((time.monotonic(), order["id"]))
         pause()
         status, _ = self.request(session, p["supervisor_token"], "POST", f"/api/workorders/{order['id']}/approve/",
                                  "approve")
@@ -156,19 +205,19 @@ class Load:
             return False
         task = min(tasks["results"], key=lambda t: t["sequence"])
         pause()
-        status, _ = self.request(session, p["operator_token"], "POST", f"/api/tasks/{task['id']}/claim/", "claim")
+        status, _ = self.request(
+            session, p["operator_token"], "POST", f"/api/tasks/{task['id']}/claim/", "claim",
+            on_ack=lambda _data: self.ledger.claims.append((time.monotonic(), task["id"], p["operator_id"])))
         if not ok(status):
             return False
-        with self.ledger.lock:
-            self.ledger.claims.append((time.monotonic(), task["id"], p["operator_id"]))
         for _ in range(3):
             pause()
-            status, _ = self.request(session, p["operator_token"], "POST", f"/api/tasks/{task['id']}/update_progress/",
-                                     "progress", {"quantity": 1})
+            status, _ = self.request(
+                session, p["operator_token"], "POST", f"/api/tasks/{task['id']}/update_progress/", "progress",
+                {"quantity": 1},
+                on_ack=lambda _data: self.ledger.progress.append((time.monotonic(), task["id"], p["operator_id"], 1)))
             if not ok(status):
                 return False
-            with self.ledger.lock:
-                self.ledger.progress.append((time.monotonic(), task["id"], p["operator_id"], 1))
         pause()
         status, _ = self.request(session, p["supervisor_token"], "GET", "/api/tasks/?page_size=20", "read-tasks")
         if not ok(status):
@@ -209,6 +258,17 @@ class Load:
     def failures_by_status(self, t0: float, t1: float) -> dict:
         with self.events_lock:
             return dict(Counter(e[2] for e in self.events if t0 <= e[0] < t1 and not 200 <= e[2] < 300))
+
+    def retried(self, t0: float, t1: float) -> tuple[int, int]:
+        """(retries between t0 and t1, how many of them failed as well)."""
+        with self.events_lock:
+            retries = [e for e in self.retries if t0 <= e[0] < t1]
+        return len(retries), sum(1 for e in retries if not 200 <= e[2] < 300)
+
+
+def in_flight(status: int, data) -> bool:
+    """409 idempotency_key_in_use: the key's first attempt was still running; its outcome is unknown."""
+    return status == 409 and isinstance(data, dict) and data.get("code") == "idempotency_key_in_use"
 
 
 class NotificationListener:
@@ -456,6 +516,35 @@ def lost_writes(stack: Stack, ledger: Ledger, t0: float, t1: float) -> tuple[int
     return len(work_orders) + len(claims) + len(progress), lost
 
 
+def ledger_versus_database(stack: Stack, ledger: Ledger, pipelines: list[dict], since: float) -> dict:
+    """The whole run, once every outcome is known: what the pipelines' accounts wrote since `since`
+    (wall clock) against the ledger. lost: acknowledged but not in the database; doubled: in the
+    database beyond what was acknowledged (a write applied twice, or applied without the client
+    ever learning it). Progress compares quantities per task (each report is 1 unit)."""
+    makers = ",".join(sorted({str(p["maker_id"]) for p in pipelines}))
+    operators = ",".join(sorted({str(p["operator_id"]) for p in pipelines}))
+    after = f"to_timestamp({since})"
+    db_orders = {int(i) for i in stack.psql(
+        f"SELECT id FROM production_workorder WHERE created_by_id IN ({makers}) AND created_at >= {after}").split()}
+    db_claims = {int(i) for i in stack.psql(
+        f"SELECT id FROM production_task WHERE assigned_operator_id IN ({operators}) AND started_at >= {after}").split()}
+    rows = stack.psql(f"SELECT task_id, sum(quantity) FROM production_progressreport WHERE operator_id IN ({operators}) "
+                      f"AND created_at >= {after} GROUP BY task_id")
+    db_units = {int(a): int(b) for a, b in (line.split("|") for line in rows.splitlines() if "|" in line)}
+    acked_orders = {w[1] for w in ledger.work_orders}
+    acked_claims = {c[1] for c in ledger.claims}
+    acked_units: Counter = Counter()
+    for _, task, _, quantity in ledger.progress:
+        acked_units[task] += quantity
+    lost = (len(acked_orders - db_orders) + len(acked_claims - db_claims)
+            + sum(max(0, n - db_units.get(task, 0)) for task, n in acked_units.items()))
+    doubled = (len(db_orders - acked_orders) + len(db_claims - acked_claims)
+               + sum(max(0, n - acked_units.get(task, 0)) for task, n in db_units.items()))
+    return {"acknowledged": len(ledger.work_orders) + len(ledger.claims) + len(ledger.progress),
+            "work_orders": len(acked_orders), "claims": len(acked_claims), "units": sum(acked_units.values()),
+            "lost": lost, "doubled": doubled}
+
+
 def notifications_missed(stack: Stack, listeners: list[NotificationListener], offset: float, t0: float,
                          t1: float) -> tuple[int, int, int]:
     """Notifications created in [t0, t1) for the listeners: (created, neither pushed nor re-fetched,
@@ -548,17 +637,30 @@ def test_faults_under_load(fault_stack):
             listener.stop()
     rows.append({"fault": "whole run", "key": "whole run", "t0": mono0, "t1": t_stop, "detail": "",
                  "recovery": None})
+    # Every write whose outcome the client does not know, once more with its key: then it knows them all.
+    replayed, replay_acknowledged, still_unknown = load.replay()
+    exact = ledger_versus_database(stack, load.ledger, pipelines, wall0)
+    print(f"[faults] writes of unknown outcome after one retry: {replayed}, replayed with their keys: "
+          f"{replay_acknowledged} acknowledged, {len(still_unknown)} still unknown {still_unknown[:5]}; "
+          f"database against the ledger: {exact}")
 
     table = []
     for row in rows:
         total, failed, _ = load.window(row["t0"], row["t1"])
+        retries, retries_failed = load.retried(row["t0"], row["t1"])
         writes, lost = lost_writes(stack, load.ledger, row["t0"], row["t1"])
         created, missed, refetched = notifications_missed(stack, listeners, wall0 - mono0, row["t0"], row["t1"])
         table.append({**row, "requests": total, "failed": failed, "share": failed / total if total else 0.0,
+                      "retries": retries, "retries_failed": retries_failed,
                       "statuses": load.failures_by_status(row["t0"], row["t1"]),
                       "writes": writes, "lost": lost, "notifications": created, "missed": missed,
                       "refetched": refetched})
-    text = render_table(table, len(listeners))
+    text = render_table(table, len(listeners)) + (
+        f"\n\nAfter the run: {replayed} write(s) of unknown outcome after one retry, replayed with their keys "
+        f"({replay_acknowledged} acknowledged, {len(still_unknown)} still unknown); the database against the "
+        f"client's ledger: {exact['acknowledged']} acknowledged writes ({exact['work_orders']} work orders, "
+        f"{exact['claims']} claims, {exact['units']} units of progress), {exact['lost']} lost, "
+        f"{exact['doubled']} applied twice or unacknowledged.")
     print("\n" + text)
     out = REPO_ROOT / "reports" / "faults"
     out.mkdir(parents=True, exist_ok=True)
@@ -568,6 +670,8 @@ def test_faults_under_load(fault_stack):
     assert not [l.error for l in listeners if l.error], "\n".join(l.error for l in listeners if l.error)
     assert not problems, "\n".join(problems)
     assert all(r["lost"] == 0 for r in table), "acknowledged writes were lost: see the table"
+    assert not still_unknown, f"writes whose outcome is still unknown after the replay: {still_unknown}"
+    assert exact["lost"] == 0 and exact["doubled"] == 0, f"the database differs from the client's ledger: {exact}"
     for r in table:
         if r["recovery"] is not None:
             assert r["recovery"] <= MAX_RECOVERY_SECONDS, f"{r['fault']}: recovery took {r['recovery']:.1f}s"
@@ -584,10 +688,11 @@ def test_faults_under_load(fault_stack):
 
 def render_table(table: list[dict], listeners: int) -> str:
     lines = [
-        (f"| fault | requests | failed (share) | failures by status | recovery s | acknowledged writes "
+        (f"| fault | requests | failed (share) | failures by status | retries (failed again) | recovery s "
+         f"| acknowledged writes "
          f"| acknowledged writes lost | WebSocket clients disconnected / reconnected (of {listeners}) "
          f"| notifications for them | re-fetched after reconnect | never delivered |"),
-        "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in table:
         recovery = "" if r["recovery"] is None else f"{r['recovery']:.1f}"
@@ -596,6 +701,6 @@ def render_table(table: list[dict], listeners: int) -> str:
             ws += f" (all back after {r['ws_reconnect_seconds']:.1f} s)"
         statuses = ", ".join(f"{'no response' if s == 0 else s} x{n}" for s, n in sorted(r["statuses"].items()))
         lines.append(f"| {r['fault']} | {r['requests']} | {r['failed']} ({100 * r['share']:.1f}%) | {statuses} | "
-                     f"{recovery} | "
+                     f"{r['retries']} ({r['retries_failed']}) | {recovery} | "
                      f"{r['writes']} | {r['lost']} | {ws} | {r['notifications']} | {r['refetched']} | {r['missed']} |")
     return "\n".join(lines)

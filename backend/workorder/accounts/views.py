@@ -20,6 +20,7 @@ from .tokens import issue_token, revoke_token
 class LoginView(ApiViewMixin, APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []  # no session/CSRF: credentials in, token out
+    idempotent_writes = False  # a retried login simply issues another token
 
     @extend_schema(request=LoginSerializer, auth=[], summary="Exchange username and password for an API token",
                    responses={200: TokenSerializer,
@@ -37,6 +38,8 @@ class LoginView(ApiViewMixin, APIView):
 
 
 class LogoutView(ApiViewMixin, APIView):
+    idempotent_writes = False  # revoking twice is harmless; the second finds no token (401)
+
     @extend_schema(request=None, responses={204: None}, summary="Revoke the API token of this request")
     def post(self, request):
         """Revokes this request's token only (other devices stay logged in), and ends a Django (admin)

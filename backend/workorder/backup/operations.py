@@ -15,7 +15,7 @@ from pathlib import Path
 from workorder.core.env import env, env_secret
 
 from . import metrics as metrics_mod
-from . import pg, store
+from . import pg, pgbackrest, store
 from .errors import EXIT_OK, EXIT_VERIFY, BackupError, ConfigError, RefusedError, VerificationError
 
 
@@ -149,8 +149,11 @@ def verify_set(backup: store.BackupSet, pg_restore: str) -> None:
 
 
 def restore_test(db: pg.Database, pg_restore: str, dump: Path, expected: dict[str, int], started: float,
-                 encoding: str | None = None, collate: str | None = None, ctype: str | None = None) -> None:
-    """Restore dump into a scratch database, compare exact row counts per table, always drop it."""
+                 encoding: str | None = None, collate: str | None = None, ctype: str | None = None,
+                 checksums: dict[str, str] | None = None) -> str:
+    """Restore dump into a scratch database, compare exact row counts per table and, when the set has
+    them (`checksums`, taken in the dump's snapshot), every table's content checksum; always drop it.
+    Returns what was compared, for the log line."""
     name = pg.scratch_name(started)
     pg.create_database(db, name, encoding, collate, ctype)
     try:
@@ -161,6 +164,14 @@ def restore_test(db: pg.Database, pg_restore: str, dump: Path, expected: dict[st
         if problems:
             more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
             raise VerificationError(f"verify-restore: row counts differ: {'; '.join(problems[:5])}{more}")
+        if checksums:
+            problems = pg.compare_checksums(checksums, pg.database_checksums(scratch))
+            if problems:
+                more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+                raise VerificationError(f"verify-restore: table content differs: {'; '.join(problems[:5])}{more}")
+            checked = f"row counts and content checksums of {len(checksums)} tables"
+        else:
+            checked = "row counts only (this set has no content checksums)"
     except BaseException:
         try:
             pg.drop_database(db, name)
@@ -168,6 +179,7 @@ def restore_test(db: pg.Database, pg_restore: str, dump: Path, expected: dict[st
             pass  # the next backup run drops it (its pid is gone); the first error is the one reported
         raise
     pg.drop_database(db, name)
+    return checked
 
 
 # -- backup ------------------------------------------------------------------------------------------
@@ -301,7 +313,8 @@ def _build_set(cfg, db, writer, name, started, pg_dump, pg_restore, verify_resto
     if media:
         check_tar(writer.path(media_name))
     if verify_restore:
-        restore_test(db, pg_restore, dump_path, snap.row_counts, started, snap.encoding, snap.lc_collate, snap.lc_ctype)
+        restore_test(db, pg_restore, dump_path, snap.row_counts, started, snap.encoding, snap.lc_collate, snap.lc_ctype,
+                     checksums=snap.checksums)
     finished = time.time()
     manifest = {
         "format": store.MANIFEST_FORMAT,
@@ -319,7 +332,10 @@ def _build_set(cfg, db, writer, name, started, pg_dump, pg_restore, verify_resto
         "media": media_info,
         "files": file_infos,
         "row_counts": snap.row_counts,
-        "checks": {"sha256": True, "pg_restore_list": True, "media_tar": media, "restore": verify_restore},
+        # md5(string_agg(md5(t::text), '' ORDER BY <primary key>)) per table, in the dump's snapshot
+        "table_checksums": snap.checksums,
+        "checks": {"sha256": True, "pg_restore_list": True, "media_tar": media, "restore": verify_restore,
+                   "content": verify_restore},
         "verified": verify_restore,
     }
     return writer.publish(manifest)
@@ -356,7 +372,9 @@ def _prune_locked(directory: Path, retention_days: int, keep_at_least: int, dry_
 
 
 # -- list ------------------------------------------------------------------------------------------
-def run_list(cfg: Config, as_json: bool) -> int:
+def run_list(cfg: Config, as_json: bool, pitr_only: bool = False) -> int:
+    if pitr_only:  # point-in-time recovery: pgBackRest's backups and the newest archived WAL
+        return pgbackrest.command_list(as_json)
     directory = cfg.backup_dir()
     complete, broken = store.scan(directory)
     if as_json:
@@ -377,6 +395,13 @@ def run_list(cfg: Config, as_json: bool) -> int:
                   f"{media['files'] if media else '-'}")
     for _path, reason in broken:
         warn(f"ignoring {reason}")
+    pitr = pgbackrest.Settings.from_env()
+    if pitr is not None and not as_json:
+        print()
+        try:
+            pgbackrest.print_listing(pgbackrest.read_info(pitr), as_json=False)
+        except BackupError as exc:
+            warn(f"point-in-time recovery: {exc}")
     return EXIT_OK
 
 
@@ -407,15 +432,17 @@ def run_verify(cfg: Config, specs: list[str], restore: bool) -> int:
         for backup in targets:
             try:
                 verify_set(backup, pg_restore)
+                checked = None
                 if restore:
                     m = backup.manifest
-                    restore_test(db, pg_restore, backup.dump_path, m.get("row_counts", {}), time.time(),
-                                 m.get("encoding"), m.get("lc_collate"), m.get("lc_ctype"))
+                    checked = restore_test(db, pg_restore, backup.dump_path, m.get("row_counts", {}), time.time(),
+                                           m.get("encoding"), m.get("lc_collate"), m.get("lc_ctype"),
+                                           checksums=m.get("table_checksums"))
             except BackupError as exc:
                 warn(f"FAILED {backup.name}: {str(exc).removeprefix(backup.name + ': ')}")
                 failures += 1
                 continue
-            log(f"OK {backup.name}" + (" (checksums, pg_restore --list, restore test)" if restore
+            log(f"OK {backup.name}" + (f" (checksums, pg_restore --list, restore test: {checked})" if restore
                                        else " (checksums, pg_restore --list)"))
     return EXIT_VERIFY if failures else EXIT_OK
 

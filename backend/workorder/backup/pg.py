@@ -1,5 +1,5 @@
-"""The PostgreSQL side: libpq binaries, connections, exact row counts under an exported snapshot,
-scratch databases, and running pg_dump / pg_restore with one-line error reasons."""
+"""The PostgreSQL side: libpq binaries, connections, exact row counts and content checksums under an
+exported snapshot, scratch databases, and running pg_dump / pg_restore with one-line error reasons."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg2
 import psycopg2.errors
@@ -161,6 +161,70 @@ def database_counts(db: Database) -> dict[str, int]:
         conn.close()
 
 
+# Every text form a checksum reads is pinned, so the source and the scratch copy (another session,
+# perhaps another default locale) render the same row the same way.
+CHECKSUM_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
+                     "extra_float_digits": "1", "bytea_output": "hex"}
+
+
+def _order_keys(cur) -> dict[str, list[tuple[str, bool]]]:
+    """"schema.table" -> its primary key columns in key order, each with whether it is collatable."""
+    cur.execute(
+        f"""SELECT n.nspname || '.' || c.relname, a.attname, a.attcollation <> 0
+            FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+            WHERE i.indisprimary AND c.relkind = 'r' AND {SYSTEM_SCHEMAS_SQL}
+            ORDER BY 1, array_position(i.indkey::int2[], a.attnum)"""
+    )
+    keys: dict[str, list[tuple[str, bool]]] = {}
+    for table, column, collatable in cur.fetchall():
+        keys.setdefault(table, []).append((column, collatable))
+    return keys
+
+
+def table_checksums(cur) -> dict[str, str]:
+    """Content checksum of every user table ("schema.table" -> md5 hex) as seen by cur's transaction:
+    md5(string_agg(md5(t::text), '' ORDER BY <primary key>)), text keys in the "C" collation (a table
+    without a primary key: ordered by the row's text). Equal tables give equal checksums in any database."""
+    for name, value in CHECKSUM_SETTINGS.items():
+        cur.execute("SELECT set_config(%s, %s, true)", [name, value])  # this transaction only
+    keys = _order_keys(cur)
+    checksums = {}
+    for schema, table in _tables(cur):
+        name = f"{schema}.{table}"
+        order = [sql.SQL("t.{}").format(sql.Identifier(column)) + (sql.SQL(' COLLATE "C"') if collatable else sql.SQL(""))
+                 for column, collatable in keys.get(name, [])] or [sql.SQL('t::text COLLATE "C"')]
+        cur.execute(sql.SQL("SELECT md5(coalesce(string_agg(md5(t::text), '' ORDER BY {}), '')) FROM {}.{} t").format(
+            sql.SQL(", ").join(order), sql.Identifier(schema), sql.Identifier(table)))
+        checksums[name] = cur.fetchone()[0]
+    return checksums
+
+
+def database_checksums(db: Database) -> dict[str, str]:
+    conn = db.connect()
+    try:
+        with conn.cursor() as cur:
+            return table_checksums(cur)
+    except psycopg2.Error as exc:
+        raise BackupError(f"checksumming the tables of {db.name} failed: {one_line(exc)}") from exc
+    finally:
+        conn.close()
+
+
+def compare_checksums(expected: dict[str, str], actual: dict[str, str]) -> list[str]:
+    """The tables whose content differs, as readable strings (empty when every table is equal)."""
+    problems = []
+    for table in sorted(set(expected) | set(actual)):
+        want, got = expected.get(table), actual.get(table)
+        if want == got:
+            continue
+        if want is None or got is None:
+            problems.append(f"{table}: {'not in the backup' if want is None else 'missing from the restored copy'}")
+        else:
+            problems.append(f"{table}: content differs (md5 {want[:12]}... in the backup, {got[:12]}... restored)")
+    return problems
+
+
 def compare_counts(expected: dict[str, int], actual: dict[str, int]) -> list[str]:
     """Differences as readable strings (empty when equal)."""
     problems = []
@@ -180,14 +244,15 @@ class Snapshot:
     lc_collate: str
     lc_ctype: str
     row_counts: dict[str, int]
+    checksums: dict[str, str] = field(default_factory=dict)  # table_checksums() in the same snapshot
 
 
 @contextmanager
 def exported_snapshot(db: Database) -> Iterator[Snapshot]:
-    """A REPEATABLE READ transaction that exports its snapshot and counts every table in it.
+    """A REPEATABLE READ transaction that exports its snapshot, counts and checksums every table in it.
 
-    pg_dump --snapshot=<id> then dumps exactly the data that was counted, whatever writes happen
-    meanwhile. The transaction stays open until the caller's block (the dump) has finished.
+    pg_dump --snapshot=<id> then dumps exactly the data that was counted and checksummed, whatever
+    writes happen meanwhile. The transaction stays open until the caller's block (the dump) has finished.
     """
     conn = db.connect()
     try:
@@ -200,7 +265,8 @@ def exported_snapshot(db: Database) -> Iterator[Snapshot]:
                            WHERE datname = current_database()""")
             encoding, collate, ctype = cur.fetchone()
             counts = count_rows(cur)
-        yield Snapshot(snapshot_id, version, encoding, collate, ctype, counts)
+            checksums = table_checksums(cur)
+        yield Snapshot(snapshot_id, version, encoding, collate, ctype, counts, checksums)
     except psycopg2.Error as exc:
         raise BackupError(f"reading database {db.name} failed: {one_line(exc)}") from exc
     finally:

@@ -1,8 +1,10 @@
-"""Shared bits for the API views: the schema class and integer filters that reject bad input (400)."""
+"""Shared bits for the API views: the schema class, retry-safe writes (the Idempotency-Key header,
+idempotency.py) and integer filters that reject bad input (400)."""
 
 import django_filters
 from django import forms
 
+from . import idempotency
 from .schema import ErrorResponseAutoSchema
 
 MAX_ID = 2**63 - 1
@@ -35,3 +37,9 @@ class ApiViewMixin:
     schema = ErrorResponseAutoSchema()
     # Any id-like path segment (also "1.5", "abc") reaches the view and becomes a JSON 404 there.
     lookup_value_regex = "[^/]+"
+    # Writes accept an Idempotency-Key header (idempotency.py); False ignores it (login, logout).
+    idempotent_writes = True
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication, permissions, throttles
+        idempotency.guard(self, request)

@@ -1,11 +1,14 @@
 """What every simulated user shares: its own seeded account, its session, checked requests. A user
-does only what its role may, on data found through the API, so every failed request is a real error."""
+does only what its role may, on data found through the API, so every failed request is a real error.
+Every write carries a fresh Idempotency-Key and is sent once more, with the same key, when it got no
+answer from the application (502, 503, 504 or no response): the server applies it at most once."""
 
 import contextlib
 import functools
 import math
 import random
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
@@ -16,10 +19,13 @@ from locust.exception import RescheduleTask
 from locust.runners import WorkerRunner
 
 from ..accounts import SEED_HINT, Account, AccountPool
-from ..gate import LOGIN_NAME
+from ..gate import LOGIN_NAME, RETRY_MARK
 from ..hooks import setup_error, warning
 
 PAGE_SIZE = 20
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# No answer from the application itself: a gateway error, the service unavailable, or no response.
+RETRY_STATUSES = frozenset({0, 502, 503, 504})
 
 
 @functools.cache
@@ -30,6 +36,14 @@ def account_pool(environment) -> AccountPool:
     if isinstance(runner, WorkerRunner):
         return AccountPool(opts.account_prefix, sizes, runner.worker_index, opts.expect_workers)
     return AccountPool(opts.account_prefix, sizes)
+
+
+def retry_after(value: str | None, cap: float = 2.0) -> float:
+    """Seconds to wait before the retry: the answer's Retry-After (seconds), at most `cap`."""
+    try:
+        return min(max(float(value), 0.0), cap) if value else 0.0
+    except ValueError:
+        return 0.0
 
 
 def ident(value: Any) -> int | None:
@@ -86,15 +100,32 @@ class ApiUser(FastHttpUser):
     @contextmanager
     def rest(self, method, url, headers=None, **kwargs):
         """Locust's ``rest()`` as this user; a 409 (a business conflict) is a success named
-        "<name> (conflict)". Without a session the task ends here (RescheduleTask)."""
+        "<name> (conflict)". A write gets a fresh Idempotency-Key; when the first attempt got no
+        answer from the application (RETRY_STATUSES) it stays a failure and the block runs on a
+        second attempt with the same key, named "<name> (retry)". Without a session the task ends
+        here (RescheduleTask)."""
         if not self.ensure_login():
             raise RescheduleTask()
         headers = {"Authorization": f"Token {self.token}", **(headers or {})}
+        if method.upper() in WRITE_METHODS:
+            headers.setdefault("Idempotency-Key", str(uuid.uuid4()))
+            with super().rest(method, url, headers=headers, **kwargs) as resp:
+                if resp.status_code not in RETRY_STATUSES:
+                    yield self._conflict_is_an_answer(resp)
+                    return
+                wait = retry_after(resp.headers.get("Retry-After") if resp.headers else None)
+            if wait:
+                time.sleep(wait)  # gevent's: only this user waits
+            kwargs["name"] = f"{kwargs.get('name') or url}{RETRY_MARK}"  # the first one was recorded as failed
         with super().rest(method, url, headers=headers, **kwargs) as resp:
-            if resp.status_code == 409:
-                resp.request_meta["name"] += " (conflict)"
-                resp.success()
-            yield resp
+            yield self._conflict_is_an_answer(resp)
+
+    @staticmethod
+    def _conflict_is_an_answer(resp):
+        if resp.status_code == 409:
+            resp.request_meta["name"] += " (conflict)"
+            resp.success()
+        return resp
 
     def login(self, account: Account) -> str | None:
         """A token for ``account``; a rejected login is a setup error, a failed one is retried."""
