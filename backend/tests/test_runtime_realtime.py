@@ -230,7 +230,7 @@ def test_health_and_ready(runtime):
     assert status == 200 and json.loads(body) == {"status": "ok"}
     status, _, body = gunicorn.request("GET", "/ready/")
     assert status == 200, body
-    assert json.loads(body) == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+    assert json.loads(body) == {"status": "ok", "checks": {"database": "ok", "redis": "ok", "migrations": "ok"}}
 
 
 def test_ready_is_503_naming_redis_while_it_is_down_and_requests_still_succeed(runtime):

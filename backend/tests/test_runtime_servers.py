@@ -242,7 +242,7 @@ def test_missing_secret_key_is_one_line_and_exit(tmp_path, program):
 
 
 @pytest.mark.parametrize("bind", ["0.0.0.0:8002", "192.0.2.1:8002", "example.com:8002", "[::]:8002", "relative.sock"])
-def test_daphne_refuses_non_loopback_binds(tmp_path, bind):
+def test_daphne_refuses_non_loopback_binds_without_trusted_proxies(tmp_path, bind):
     env = server_env(tmp_path, None, None, DAPHNE_BIND=bind)
     result = subprocess.run(daphne_argv(), env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
@@ -257,10 +257,14 @@ def test_daphne_bind_arguments():
     assert bind_args("unix:/run/a:b.sock") == ["-e", "unix:/run/a\\:b.sock:mode=660"]
     assert bind_args("127.0.0.1:8002") == ["-b", "127.0.0.1", "-p", "8002"]
     assert bind_args("[::1]:8002") == ["-b", "::1", "-p", "8002"]
+    # a node behind a balancer: any address, once the balancers are named
+    trusted = {"WORKORDER_TRUSTED_PROXY_NETWORKS": "10.0.0.5/32"}
+    assert bind_args("10.0.0.7:8002", trusted) == ["-b", "10.0.0.7", "-p", "8002"]
+    assert bind_args("0.0.0.0:8002", trusted) == ["-b", "0.0.0.0", "-p", "8002"]
     argv = build_argv(["--ping-interval", "5"], environ={"DAPHNE_BIND": "127.0.0.1:9"})
-    assert argv[-1] == "workorder.asgi:application" and "--proxy-headers" in argv
-    # the client address comes from X-Real-IP (nginx overwrites it), never from a client-supplied X-Forwarded-For
-    assert argv[argv.index("--proxy-headers-host") + 1] == "X-Real-IP"
+    # daphne's --proxy-headers believes any peer: the application's rule sets the client instead
+    # (core/client_address.py, ClientAddressMiddleware and daphne_main's server class)
+    assert argv[-1] == "workorder.asgi:application" and "--proxy-headers" not in argv
     assert argv.index("5") > argv.index("20")  # extra arguments come after (and win over) the defaults
     assert strip_query("/ws/notifications/?token=abc") == "/ws/notifications/"
     assert strip_query(b"/ws/?token=abc") == "/ws/"

@@ -19,13 +19,15 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 
 from workorder.core.asgi_hosts import AllowedHostsValidator
+from workorder.core.client_address import ClientAddressMiddleware
 from workorder.notifications.consumers import websocket_urlpatterns
 
 # A WebSocket handshake needs an allowed Host and an allowed Origin (else HTTP 403), then a route:
-# unknown paths under /ws/ are closed with 4404 by the catch-all route (consumers.py).
-application = ProtocolTypeRouter(
+# unknown paths under /ws/ are closed with 4404 by the catch-all route (consumers.py). The scope's
+# client is the address X-Real-IP names only when a trusted balancer sent it (core/client_address.py).
+application = ClientAddressMiddleware(ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsValidator(AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns))),
     }
-)
+))

@@ -10,8 +10,14 @@ WebSocket size limits need daphne >= 4.2.2) fails here, naming the version, inst
 crash-looping unit. Serving runs the same check first.
 
 daphne runs in this process (daphne.cli.CommandLineInterface, no wrapper shell), so SIGTERM reaches
-Twisted's reactor directly and shuts it down cleanly. daphne has no trusted-proxy list, so it may only
-listen on loopback or a unix socket (only nginx can reach it and nginx sets X-Forwarded-For).
+Twisted's reactor directly and shuts it down cleanly.
+
+The client's address: daphne's own --proxy-headers would believe X-Real-IP from any peer, so it is
+off; the application's rule (core/client_address.py: X-Real-IP only from a unix-socket peer or one in
+WORKORDER_TRUSTED_PROXY_NETWORKS) sets the scope's client (workorder.asgi) and, through the server
+class here, the address in daphne's access log. daphne listens on a unix socket or loopback, or on
+another address (a node behind a balancer) only once WORKORDER_TRUSTED_PROXY_NETWORKS names the
+balancers.
 """
 
 from __future__ import annotations
@@ -32,11 +38,6 @@ APPLICATION = "workorder.asgi:application"
 # Long-lived connections behind nginx (proxy_read_timeout 60s by default): a ping every 20s keeps
 # the proxied connection busy; a client that does not answer within 30s is dropped.
 DEFAULT_ARGS = [
-    "--proxy-headers",
-    # The client address from X-Real-IP, which nginx overwrites with $remote_addr. daphne would take
-    # the FIRST X-Forwarded-For entry, and nginx's $proxy_add_x_forwarded_for keeps whatever the
-    # client sent there: a spoofable address in every log line.
-    "--proxy-headers-host", "X-Real-IP",
     "--ping-interval", "20",
     "--ping-timeout", "30",
     "--websocket_timeout", "86400",  # a connection lives at most a day; clients reconnect
@@ -51,8 +52,9 @@ DEFAULT_ARGS = [
 ]
 
 
-def bind_args(bind: str) -> list[str]:
-    """DAPHNE_BIND -> daphne arguments. Refuses anything but loopback TCP or a unix socket."""
+def bind_args(bind: str, environ=None) -> list[str]:
+    """DAPHNE_BIND -> daphne arguments. A unix socket or loopback TCP; another address only with
+    WORKORDER_TRUSTED_PROXY_NETWORKS set (the balancers whose X-Real-IP is believed)."""
     bind = bind.strip()
     if bind.startswith("unix:"):
         path = bind[len("unix:"):]
@@ -70,11 +72,11 @@ def bind_args(bind: str) -> list[str]:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
-            raise ConfigurationError(f"DAPHNE_BIND={bind!r}: host must be a loopback IP address") from None
-        if not address.is_loopback:
+            raise ConfigurationError(f"DAPHNE_BIND={bind!r}: host must be an IP address") from None
+        if not address.is_loopback and not env("WORKORDER_TRUSTED_PROXY_NETWORKS", environ=environ):
             raise ConfigurationError(
-                f"DAPHNE_BIND={bind!r}: daphne may only listen on loopback or a unix socket "
-                "(it has no trusted-proxy list; put nginx in front)"
+                f"DAPHNE_BIND={bind!r}: daphne listens beyond loopback only behind a balancer: set "
+                "WORKORDER_TRUSTED_PROXY_NETWORKS to the balancers' addresses (their X-Real-IP is believed)"
             )
     return ["-b", host, "-p", port]
 
@@ -107,7 +109,7 @@ def daphne_bind(environ=None) -> str:
 
 
 def build_argv(extra: list[str], environ=None) -> list[str]:
-    args = bind_args(daphne_bind(environ))
+    args = bind_args(daphne_bind(environ), environ)
     # Extra arguments come last: argparse keeps the last value, so they override the defaults.
     return [*args, *DEFAULT_ARGS, *extra, APPLICATION]
 
@@ -146,8 +148,18 @@ def strip_query(path):
 def _sanitizing_server_class():
     from daphne.server import Server
 
+    from workorder.core.client_address import trusted_client
+
     class WorkorderDaphneServer(Server):
-        """daphne's Server whose access log never sees a query string."""
+        """daphne's Server whose access log never sees a query string and names the client by the
+        application's rule (X-Real-IP only from a trusted balancer), like the scope does."""
+
+        def create_application(self, protocol, scope):
+            client = trusted_client(scope)
+            if client is not None:
+                scope = {**scope, "client": client}
+                protocol.client_addr = client
+            return super().create_application(protocol, scope)
 
         def __init__(self, *args, action_logger=None, **kwargs):
             if action_logger is not None:

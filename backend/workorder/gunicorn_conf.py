@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 
 from workorder.core import env as _env
@@ -51,7 +52,13 @@ with _env.configuration_errors():  # a malformed number: one line and exit 2, be
     # ~1 ms of CPU per request under load; every 20,000 it is 0.05 ms, still a bound on slow leaks.
     max_requests = _env.env_int("GUNICORN_MAX_REQUESTS", 20000)
     max_requests_jitter = _env.env_int("GUNICORN_MAX_REQUESTS_JITTER", 2000)
-forwarded_allow_ips = _env.env("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+    # Refuse to start when the database lacks migrations this code needs (see _check_migrations).
+    _check_migrations_at_start = _env.env_bool("WORKORDER_CHECK_MIGRATIONS_AT_START", True)
+# Who may set X-Forwarded-Proto: GUNICORN_FORWARDED_ALLOW_IPS, else the balancers the application
+# trusts for X-Real-IP (WORKORDER_TRUSTED_PROXY_NETWORKS: addresses or CIDR networks), else loopback.
+# Unix-socket peers are always trusted (only nginx can connect).
+forwarded_allow_ips = _env.env("GUNICORN_FORWARDED_ALLOW_IPS",
+                               _env.env("WORKORDER_TRUSTED_PROXY_NETWORKS", "127.0.0.1,::1"))
 proc_name = "workorder-gunicorn"
 preload_app = False  # each worker imports Django itself: no DB connection or metric value is shared by fork
 if os.path.isdir("/dev/shm"):
@@ -110,8 +117,53 @@ def _check_django_settings() -> None:
 _check_django_settings()  # at configuration load, in the master, before gunicorn even starts
 
 
+def _check_migrations() -> None:
+    """Code that expects a newer schema than the database has must not serve: one line and exit 2.
+
+    Runs in a forked child, so the master stays free of Django's apps, connections and metric
+    values (preload_app = False); the child's metrics stay in memory, out of the scrape. A database
+    that cannot be reached is no reason to refuse to start (it may come back; /ready/ says so): a
+    warning, and gunicorn starts."""
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 complete, 2 migrations missing, 3 database unreachable
+        status = 3
+        try:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            import django
+
+            with _env.configuration_errors():
+                django.setup()
+            from django.db import connection
+
+            from workorder.core.migration_state import PendingMigrations, pending_migrations
+
+            try:
+                names = pending_migrations(connection)
+            except Exception as exc:  # noqa: BLE001 - reported as one line, the parent decides
+                print(f"workorder: warning: cannot check the database's migrations at start "
+                      f"({_env.one_line(exc)}); /ready/ will report it", file=sys.stderr, flush=True)
+            else:
+                status = 0
+                if names:
+                    print(f"workorder: configuration error: {PendingMigrations(names)}", file=sys.stderr,
+                          flush=True)
+                    status = _env.EXIT_CONFIGURATION
+            connection.close()
+        except SystemExit as exc:  # configuration_errors() printed its line
+            status = exc.code if isinstance(exc.code, int) else _env.EXIT_CONFIGURATION
+        except BaseException as exc:  # noqa: BLE001 - the child must never return into gunicorn
+            print(f"workorder: warning: migration check failed ({_env.one_line(exc)})", file=sys.stderr, flush=True)
+        finally:
+            os._exit(status)
+    _, wait_status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(wait_status) == _env.EXIT_CONFIGURATION:
+        raise SystemExit(_env.EXIT_CONFIGURATION)
+
+
 def on_starting(server) -> None:
     _wipe_multiproc_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    if _check_migrations_at_start:
+        _check_migrations()
 
 
 def child_exit(server, worker) -> None:

@@ -251,3 +251,20 @@ def test_reset_stats_drops_the_ramp_up_like_locust(service, tmp_path):
     s = summary(tmp_path)
     assert s["run"]["samples_since"] > s["run"]["started_at"]
     assert sum(e["requests"] for e in s["entries"]) == aggregated_requests(proc.stdout + proc.stderr)
+
+
+def test_writes_carry_fresh_keys_and_a_503_is_retried_once_with_the_same_key(tmp_path):
+    with FakeService(unavailable_every=1) as service:  # every write's first attempt: 503
+        # a WebSocket user assigns a task as its first task: writes are certain
+        proc = run_cli(service.url, tmp_path, "--ws-users", "2", "--users", "8", "--run-time", "4s")
+        state = service.state
+    s = summary(tmp_path)
+    assert state.unkeyed_writes == 0 and state.keyed_writes > 0  # every write had a key of its own
+    assert state.unavailable > 0
+    retries = [e for e in s["entries"] if e["name"].endswith(" (retry)")]
+    # the first attempt is a failure in http's error rate; its retry is reported apart, and succeeded
+    assert s["groups"]["http"]["failures"] == state.unavailable
+    assert s["groups"]["retry"]["requests"] == sum(e["requests"] for e in retries) == state.unavailable
+    assert s["groups"]["retry"]["failures"] == 0 and all(e["kind"] == "retry" for e in retries)
+    assert s["verdict"] == "fail" and proc.returncode == 1  # every write failed once: far above 0.1 %
+    assert "retry requests=" in proc.stdout

@@ -1,6 +1,13 @@
 """workorder-loadtest: refuse production-looking hosts, run the Locust suite in a child process,
 and exit with the SLA verdict it wrote to summary.json (0 pass, 1 missed, 2 setup error or invalid
-run). Options it does not know go to Locust unchanged: the suite's own (options.py) and Locust's."""
+run). Options it does not know go to Locust unchanged: the suite's own (options.py) and Locust's.
+
+Distributed (several load-generator processes or machines): `--master --expect-workers N` is a
+run like any other (guard, preflight, reports, verdict: the gate judges on the master the raw samples
+every worker ships in its reports, hooks.py) that waits for N workers; `--worker --master-host H`
+runs users for that master and exits with Locust's status. The master listens on 127.0.0.1 unless
+--master-bind-host says otherwise; the master hands its options (the password included) and the
+host to the workers over Locust's unencrypted connection: keep it on loopback or a trusted network."""
 
 import argparse
 import contextlib
@@ -69,12 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
     add("--web", action="store_true", help="Locust's web UI on 127.0.0.1:8089; the gate runs at Ctrl-C")
     add("--allow-production", action="store_true", help="allow a host that looks like production")
     add("--password", help=f"password of the seeded accounts [env {PASSWORD_VARIABLE}; goes to Locust in it]")
+    add("--master", action="store_true", help="Locust master: waits for --expect-workers workers, gates the run")
+    add("--expect-workers", type=int, default=1, help="with --master: workers to wait for before starting (1)")
+    add("--expect-workers-max-wait", type=float, default=60,
+        help="with --master: seconds to wait for them, then give up without a verdict, exit 2 (60)")
+    add("--master-bind-host", default="127.0.0.1", help="with --master: address to listen on for workers (127.0.0.1)")
+    add("--master-bind-port", type=int, default=5557, help="with --master: port to listen on for workers (5557)")
+    add("--worker", action="store_true", help="Locust worker of a --master run: needs no --host nor --password")
+    add("--master-host", default="127.0.0.1", help="with --worker: the master's address (127.0.0.1)")
+    add("--master-port", type=int, default=5557, help="with --worker: the master's port (5557)")
     return parser
 
 
 def fail(message: str) -> int:
     sys.stderr.write(f"workorder-loadtest: {message}\n")
     return EXIT_INVALID
+
+
+def worker_command(args: argparse.Namespace, passthrough: list[str]) -> list[str]:
+    return [sys.executable, "-c", LOCUST_BOOTSTRAP, "-f", LOCUSTFILE, "--worker", "--master-host", args.master_host,
+            "--master-port", str(args.master_port), *passthrough]
 
 
 def locust_command(args: argparse.Namespace, passthrough: list[str], report_dir: Path) -> list[str]:
@@ -87,6 +108,10 @@ def locust_command(args: argparse.Namespace, passthrough: list[str], report_dir:
     else:
         argv += ["--headless", "--run-time", args.run_time]
         argv += [] if "--print-stats" in passthrough else ["--only-summary"]
+    if args.master:
+        argv += ["--master", "--expect-workers", str(args.expect_workers), "--expect-workers-max-wait",
+                 f"{args.expect_workers_max_wait:g}", "--master-bind-host", args.master_bind_host,
+                 "--master-bind-port", str(args.master_bind_port)]
     return argv + passthrough
 
 
@@ -121,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
         get_parser().print_help()
         return 0
 
+    if args.master and args.worker:
+        return fail("--master and --worker exclude each other")
+    if args.master and args.expect_workers < 1:
+        return fail("--expect-workers must be at least 1")
+    if args.worker:  # the master checks the host, runs the preflight and the gate, and sends its options
+        command = worker_command(args, passthrough)
+        print(f"workorder-loadtest: locust {' '.join(command[3:])}", file=sys.stderr, flush=True)
+        env = {**os.environ} | ({PASSWORD_VARIABLE: args.password} if args.password else {})
+        return run_locust(command, env)
     if not args.host:
         return fail("no host: pass --host URL (or set WORKORDER_LOADTEST_HOST)")
     reason = production_reason(args.host)

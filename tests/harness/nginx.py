@@ -80,10 +80,19 @@ class NginxConfig:
     extra_upstreams: str = ""
     # Benchmarks only: a change to the evaluated layout (e.g. the "before" of a fix).
     layout_transform: Callable[[dict], dict] | None = None
+    # Several app nodes (tests/harness/multinode.py): "host:port" of each node's gunicorn and daphne,
+    # instead of the sockets (which are then None).
+    gunicorn_servers: list[str] | None = None
+    daphne_servers: list[str] | None = None
 
     def layout(self) -> dict:
-        args = {"gunicornSocket": str(self.gunicorn_socket), "daphneSocket": str(self.daphne_socket),
-                "staticRoot": str(self.static_root), "mediaRoot": str(self.media_root)}
+        args = {"staticRoot": str(self.static_root), "mediaRoot": str(self.media_root)}
+        for key, value in (("gunicornSocket", self.gunicorn_socket), ("daphneSocket", self.daphne_socket)):
+            if value is not None:
+                args[key] = str(value)
+        for key, value in (("gunicornServers", self.gunicorn_servers), ("daphneServers", self.daphne_servers)):
+            if value is not None:
+                args[key] = list(value)
         if self.rate_limit is not None:
             args["rateLimit"] = self.rate_limit
         if self.rate_burst is not None:

@@ -386,7 +386,8 @@ class Stack:
             self.redis.start()
             self.configure_redis()
         with self._step("migrate"):
-            self.manage("migrate", "--noinput")  # on a copy: nothing to apply, as at every boot of the module
+            # The module's workorder-migrate: on a copy nothing to apply, as at every boot of the module.
+            self.manage("migrate_locked", "--noinput")
         if cloned:
             self.counts = self.count_rows()
             self.log(f"[{self.name}] seeded (copy of the run's template): {self.counts}")

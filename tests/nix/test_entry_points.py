@@ -177,6 +177,41 @@ def test_workorder_loadtest_runs_end_to_end_under_wrap_python_programs(nix, tmp_
     assert json.loads(summary.read_text())["exit_code"] == 0, summary.read_text()
 
 
+def test_workorder_loadtest_master_and_workers_run_under_wrap_python_programs(nix, tmp_path):
+    """`workorder-loadtest --master` and two `--worker`s from the Nix wrapper, over TCP on loopback:
+    every Locust child finds locust and the suite, the workers get host and password from the master,
+    and the master's gate judges their samples (exit 0, summary.json from the master)."""
+    fake_service = _load_fake_service()
+    report_dir = tmp_path / "report"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("WORKORDER_", "LOCUST_"))}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = nix.console_script("workorder-loadtest")
+    env = nix.environment(environ=environ)
+    with fake_service() as service:
+        master = subprocess.Popen(
+            [script, "--master", "--expect-workers", "2", "--master-bind-port", str(port), "--host", service.url,
+             "--report-dir", report_dir, "--users", "6", "--spawn-rate", "6", "--run-time", "3s", "--ws-users", "0",
+             "--operators", "20", "--supervisors", "6", "--makers", "6", "--password", "secret"],
+            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        workers = [subprocess.Popen([script, "--worker", "--master-port", str(port)], env=env, cwd=tmp_path,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+        try:
+            output, _ = master.communicate(timeout=150)
+            worker_outputs = [worker.communicate(timeout=60)[0] for worker in workers]
+        finally:
+            for proc in (master, *workers):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    assert master.returncode == 0, output[-4000:]
+    assert [worker.returncode for worker in workers] == [0, 0], [o[-2000:] for o in worker_outputs]
+    summary = json.loads((report_dir / "summary.json").read_text())
+    assert summary["run"]["runner"] == "master" and summary["run"]["workers"] == 2
+    assert summary["exit_code"] == 0 and summary["groups"]["http"]["requests"] > 0
+
+
 # --- python.buildEnv -----------------------------------------------------------------------------
 
 def test_gunicorn_own_wrapper_cannot_load_the_application_without_the_build_env(nix, tmp_path):
@@ -205,9 +240,12 @@ class BuildEnvGunicorn(GunicornServer):
 def test_gunicorn_from_build_env_serves_health_and_stops_cleanly_on_sigterm(nix, tmp_path):
     """gunicorn from the python.buildEnv emulation (its own wrapper knows only gunicorn; the
     application comes through NIX_PYTHONPATH) starts two workers with the package's configuration,
-    answers GET /health/ with 200 on loopback, and exits 0 on SIGTERM to the master."""
+    answers GET /health/ with 200 on loopback, and exits 0 on SIGTERM to the master. As in the module,
+    workorder-migrate (`migrate_locked`) ran first: gunicorn refuses a database missing migrations."""
     program = nix.env_program("gunicorn")
     env = unit_environment(nix, tmp_path)
+    migrate = run([nix.console_script("workorder-manage"), "migrate_locked", "--no-input"], env=env, cwd=tmp_path)
+    assert migrate.returncode == 0, explain(migrate)
     server = BuildEnvGunicorn(program, env, tmp_path / "gunicorn", port=free_port(), workers=2)
     try:
         server.start(timeout=90)

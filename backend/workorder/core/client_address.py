@@ -8,7 +8,9 @@ own address is the client and whatever X-Real-IP it sends is ignored. X-Forwarde
 its first entry is whatever the client wrote.
 
 `client_address(peer, real_ip)` is the rule on plain values, for WSGI (`request_client_address`) and
-ASGI (`scope_client_address`) alike.
+ASGI (`scope_client_address`) alike. daphne's own --proxy-headers would believe any peer, so it is
+off; instead `ClientAddressMiddleware` (workorder.asgi) and daphne's server class (daphne_main.py)
+put the address this rule gives into the scope's "client". Applying the rule twice changes nothing.
 """
 
 from __future__ import annotations
@@ -71,3 +73,34 @@ def scope_client_address(scope) -> str:
             real_ip = value.decode("latin1")
             break
     return client_address(peer, real_ip)
+
+
+def trusted_client(scope) -> list | None:
+    """The scope's "client" by the rule: [X-Real-IP, port] when a trusted proxy sent it, else None
+    (keep the TCP peer). The port stays the peer's (0 for a unix socket): the client's is unknown."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    if not is_trusted_proxy(peer):
+        return None
+    for name, value in scope.get("headers") or []:
+        if name.lower() == b"x-real-ip":
+            forwarded = _parse(value.decode("latin1"))
+            if forwarded is None:
+                return None
+            return [str(forwarded), client[1] if client and len(client) > 1 else 0]
+    return None
+
+
+class ClientAddressMiddleware:
+    """ASGI: scope["client"] becomes the client's address by the rule above, for every scope type
+    with headers (http, websocket); a request from an untrusted peer keeps its own address."""
+
+    def __init__(self, application) -> None:
+        self.application = application
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") in ("http", "websocket"):
+            client = trusted_client(scope)
+            if client is not None:
+                scope = {**scope, "client": client}
+        return await self.application(scope, receive, send)

@@ -1,4 +1,5 @@
-"""/health/ (liveness: the process answers, nothing else) and /ready/ (PostgreSQL and Redis reachable).
+"""/health/ (liveness: the process answers, nothing else) and /ready/ (PostgreSQL and Redis reachable,
+and the database has every migration this code needs: core/migration_state.py).
 
 /ready/ is for the probes on gunicorn's loopback listener; nginx closes it to the outside
 (nix/deployment.nix), like /metrics/. It reuses one pooled Redis client per process.
@@ -73,7 +74,15 @@ def check_redis() -> str:
     return "ok"
 
 
-CHECKS = {"database": check_database, "redis": check_redis}
+def check_migrations() -> str:
+    """A node whose code expects a newer schema is not ready (its requests would fail on missing
+    tables or columns): 503 naming "migrations" until `migrate_locked` ran. Free once it passed."""
+    from .migration_state import check_schema_complete
+
+    return check_schema_complete(connections["default"])
+
+
+CHECKS = {"database": check_database, "redis": check_redis, "migrations": check_migrations}
 
 
 def ready(request):
