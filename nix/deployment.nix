@@ -29,6 +29,10 @@ rec {
       # (GUNICORN_KEEPALIVE, 75 s in workorder.gunicorn_conf) must stay longer.
       upstreamKeepalive = 32;
       upstreamKeepaliveTimeout = "60s";
+      # Several app nodes (gunicornServers/daphneServers): passive health checks. A node that failed
+      # this many times within failTimeout gets no requests for failTimeout, then one to try again.
+      upstreamMaxFails = 3;
+      upstreamFailTimeout = "10s";
       securityHeaders = {
         "X-Content-Type-Options" = "nosniff";
         "X-Frame-Options" = "DENY";
@@ -62,10 +66,20 @@ rec {
   # lines, so the http-level `proxy_set_header Connection ""` is not inherited there: the gunicorn
   # locations repeat it, or nginx would send `Connection: close` and never reuse a pooled
   # upstream connection. /ws/ keeps proxyWebsockets' `Connection $connection_upgrade`.
+  #
+  # One node: gunicornSocket and daphneSocket (unix sockets). Several nodes behind this balancer:
+  # gunicornServers and daphneServers, lists of "host:port" (each node's GUNICORN_BIND/DAPHNE_BIND
+  # for the balancer), with passive health checks. Either way a request goes on to the next server
+  # only when the first gave no answer (error, timeout) and only when it is idempotent: nginx's
+  # default, written out (no `non_idempotent`), so a POST is never sent twice by the balancer.
   nginx =
     {
-      gunicornSocket,
-      daphneSocket,
+      gunicornSocket ? null,
+      daphneSocket ? null,
+      gunicornServers ? null,
+      daphneServers ? null,
+      upstreamMaxFails ? defaults.nginx.upstreamMaxFails,
+      upstreamFailTimeout ? defaults.nginx.upstreamFailTimeout,
       staticRoot,
       mediaRoot,
       rateLimit ? defaults.nginx.rateLimit,
@@ -78,6 +92,21 @@ rec {
     }:
     let
       limitReq = "limit_req zone=workorder burst=${toString rateBurst} nodelay;";
+      nextUpstream = "proxy_next_upstream error timeout;";
+      upstreamServers =
+        socket: addresses:
+        if addresses == null then
+          { "unix:${socket}" = { }; }
+        else
+          builtins.listToAttrs (
+            map (address: {
+              name = address;
+              value = {
+                max_fails = upstreamMaxFails;
+                fail_timeout = upstreamFailTimeout;
+              };
+            }) addresses
+          );
       # The API's error shape (backend/workorder/core/exceptions.py) for what nginx refuses itself.
       jsonError = status: detail: code: {
         extraConfig = concatLines [
@@ -86,9 +115,18 @@ rec {
           "return ${toString status} '{\"detail\": \"${detail}\", \"code\": \"${code}\", \"errors\": {}}';"
         ];
       };
+      # X-Request-Start: when nginx read the request, so gunicorn sheds what queued too long
+      # (backend/workorder/core/shedding.py).
       toGunicorn = extra: {
         proxyPass = "http://workorder-gunicorn";
-        extraConfig = concatLines ([ ''proxy_set_header Connection "";'' ] ++ extra);
+        extraConfig = concatLines (
+          [
+            ''proxy_set_header Connection "";''
+            ''proxy_set_header X-Request-Start "t=$msec";''
+            nextUpstream
+          ]
+          ++ extra
+        );
       };
       closed = {
         extraConfig = "deny all;";
@@ -98,14 +136,14 @@ rec {
       commonHttpConfig = "limit_req_zone $binary_remote_addr zone=workorder:10m rate=${rateLimit};";
       upstreams = {
         workorder-gunicorn = {
-          servers."unix:${gunicornSocket}" = { };
+          servers = upstreamServers gunicornSocket gunicornServers;
           extraConfig = concatLines [
             "keepalive ${toString upstreamKeepalive};"
             "keepalive_timeout ${upstreamKeepaliveTimeout};"
           ];
         };
         workorder-daphne = {
-          servers."unix:${daphneSocket}" = { };
+          servers = upstreamServers daphneSocket daphneServers;
           extraConfig = "";
         };
       };
@@ -148,6 +186,7 @@ rec {
             "proxy_read_timeout ${webSocketTimeout};"
             "proxy_send_timeout ${webSocketTimeout};"
             "proxy_buffering off;"
+            nextUpstream
             limitReq
           ];
         };
@@ -183,6 +222,11 @@ rec {
       maxRequestBodySize ? defaults.maxRequestBodySize,
       metricsAllowedNetworks ? defaults.metricsAllowedNetworks,
       forwardedAllowIps ? defaults.forwardedAllowIps,
+      # Several app nodes on one database: how many (more than one requires a secret key shared by
+      # all, settings.py), and the balancers whose X-Real-IP the nodes believe (a comma list of
+      # networks; null: the application's default, loopback).
+      nodes ? 1,
+      trustedProxyNetworks ? null,
     }:
     {
       DJANGO_SETTINGS_MODULE = "workorder.settings";
@@ -207,7 +251,11 @@ rec {
       DAPHNE_BIND = daphneBind;
       DJANGO_SECRET_KEY_FILE = secretKeyFile;
       DATA_UPLOAD_MAX_MEMORY_SIZE = toString maxRequestBodySize;
+      WORKORDER_NODES = toString nodes;
     }
+    // (
+      if trustedProxyNetworks == null then { } else { WORKORDER_TRUSTED_PROXY_NETWORKS = trustedProxyNetworks; }
+    )
     // (if redisUrl == null then { } else { REDIS_URL = redisUrl; })
     // (if databasePasswordFile == null then { } else { DATABASE_PASSWORD_FILE = databasePasswordFile; });
 

@@ -203,6 +203,7 @@ in
 {
   imports = [
     ./monitoring.nix
+    ./pitr.nix
   ]
   ++ map
     (
@@ -339,6 +340,16 @@ in
         systemd `EnvironmentFile` for every workorder unit (and `workorder-manage`, which reads it
         as data, without a shell), for secrets in variables, e.g. `WORKORDER_METRICS_TOKEN=...` or
         `REDIS_URL=redis://:password@redis.internal:6379/0`.
+      '';
+    };
+
+    singletonJobs = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Run the jobs that must run on one node only: the hourly
+        `workorder-manage prune_idempotency_keys` (deletes Idempotency-Key records older than 24 h).
+        With several application nodes on one database, keep it `true` on exactly one of them.
       '';
     };
 
@@ -514,8 +525,9 @@ in
         description = ''
           System user of the backup unit and, with database.createLocally, its PostgreSQL role (peer
           authentication): CREATEDB for the scratch database of `verifyRestore`, `pg_read_all_data`
-          to dump every table. The application's own role has neither. Created when it is the
-          default; it reads the media directory through {option}`services.workorder.group`.
+          to dump every table. The application's own role has neither. Created (with a group of
+          the same name) when it is the default; another user needs a group of its own name too. It
+          reads the media directory through {option}`services.workorder.group`.
         '';
       };
       directory = mkOption {
@@ -642,11 +654,41 @@ in
               generatedSecretKey
             ]
           );
+          # Under a PostgreSQL advisory lock: of several nodes starting together one migrates, the
+          # others wait and find nothing to apply (docs/runtime.md, "Several nodes").
           ExecStart = utils.escapeSystemdExecArgs [
             "${cfg.package}/bin/workorder-manage"
-            "migrate"
+            "migrate_locked"
             "--no-input"
           ];
+        };
+      };
+
+      # Expired Idempotency-Key records (core/idempotency.py): on one node only (singletonJobs).
+      systemd.services.workorder-prune-idempotency-keys = mkIf cfg.singletonJobs (
+        serviceOrdering
+        // {
+          description = "workorder: delete expired Idempotency-Key records";
+          after = serviceOrdering.after ++ [ "workorder-migrate.service" ];
+          requires = serviceOrdering.requires ++ [ "workorder-migrate.service" ];
+          inherit environment;
+          serviceConfig = hardening // {
+            Type = "oneshot";
+            ExecStart = utils.escapeSystemdExecArgs [
+              "${cfg.package}/bin/workorder-manage"
+              "prune_idempotency_keys"
+            ];
+          };
+        }
+      );
+
+      systemd.timers.workorder-prune-idempotency-keys = mkIf cfg.singletonJobs {
+        description = "workorder: hourly pruning of expired Idempotency-Key records";
+        wantedBy = [ "timers.target" ];
+        timerConfig = {
+          OnCalendar = "hourly";
+          Persistent = true;
+          RandomizedDelaySec = "5min";
         };
       };
 

@@ -14,6 +14,7 @@ need_apt=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 have redis-server || need_apt+=(redis-server)
+have pgbackrest || need_apt+=(pgbackrest)          # point-in-time recovery (backend/tests/test_backup_pitr.py)
 have nginx || need_apt+=(nginx)
 have prometheus || need_apt+=(prometheus)
 have prometheus-node-exporter || need_apt+=(prometheus-node-exporter)
@@ -115,6 +116,14 @@ for stage in "${stages[@]}"; do
       # a step that misses the SLA ends the list (a result, not a failure: the table says so).
       log "slow: capacity benchmark (tests/bench/capacity.py --steps 100,200,400 --step-time 60)"
       python tests/bench/capacity.py --steps 100,200,400 --step-time 60 || status=1
+      # Two app nodes behind one nginx, node 1 stopped under 100 users (60 s, 2 s think time): the scale-out run
+      # (~3 minutes); figures in reports/multinode/summary-100users.json.
+      log "slow: two nodes, 100 users (tests/stack/test_multinode.py)"
+      WORKORDER_MULTINODE_USERS=100 WORKORDER_MULTINODE_SECONDS=60 WORKORDER_MULTINODE_THINK=2 python -m pytest -p no:cacheprovider \
+        -c tests/pytest.ini --rootdir "$ROOT" tests/stack/test_multinode.py || status=1
+      # Point-in-time recovery of a ~100,000-task database: RPO, RTO, repository size per day (~4 minutes).
+      log "slow: point-in-time recovery RPO/RTO (tests/bench/pitr_rpo_rto.py)"
+      python tests/bench/pitr_rpo_rto.py || status=1
       # One round of 100 examples per operation, mode and id source with a random seed: ~7 minutes.
       log "slow: long schema fuzz (tests/fuzz/long_fuzz.sh 100 1)"
       WORKORDER_PYTHON="$(command -v python)" bash tests/fuzz/long_fuzz.sh 100 1 || status=1 ;;

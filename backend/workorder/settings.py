@@ -24,6 +24,22 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "dev-only-insecure-key-never-use-in-production"
 
+# Application nodes sharing this database and Redis (docs/runtime.md, "Several nodes"). Tokens are
+# hashed, sessions and CSRF tokens signed with SECRET_KEY: every node needs the same key, so with more
+# than one node it must be given explicitly, never the development key nor one generated per node
+# into its own state directory.
+WORKORDER_NODES = env_int("WORKORDER_NODES", 1)
+if WORKORDER_NODES < 1:
+    raise ConfigurationError(f"WORKORDER_NODES must be at least 1, got {WORKORDER_NODES}")
+if WORKORDER_NODES > 1:
+    _key_file = env("DJANGO_SECRET_KEY_FILE")
+    if not env_secret("DJANGO_SECRET_KEY"):
+        raise ConfigurationError(f"WORKORDER_NODES={WORKORDER_NODES}: every node needs the same secret key; "
+                                 "set DJANGO_SECRET_KEY_FILE (or DJANGO_SECRET_KEY) to the key shared by all nodes")
+    if _key_file and Path(_key_file).resolve().is_relative_to(STATE_DIR.resolve()):
+        raise ConfigurationError(f"WORKORDER_NODES={WORKORDER_NODES}: DJANGO_SECRET_KEY_FILE={_key_file} lies in this "
+                                 "node's state directory (a key generated per node); give every node the same key file")
+
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "localhost,127.0.0.1")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
@@ -50,6 +66,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "workorder.core.shedding.QueueDeadlineMiddleware",  # 503 for requests queued too long, before any work
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "workorder.core.middleware.OperationalEndpointsMiddleware",  # /health/ /ready/ /metrics/ (see module)
     "workorder.core.edge.RequestBodyLimitMiddleware",  # 413 JSON by Content-Length, before anything reads
@@ -202,6 +219,11 @@ if WORKORDER_PASSWORD_HASH_WAIT_MS < 0:
     raise ConfigurationError(f"WORKORDER_PASSWORD_HASH_WAIT_MS must not be negative, got {WORKORDER_PASSWORD_HASH_WAIT_MS}")
 # Peers (TCP address; a unix-socket peer always is one) whose X-Real-IP names the client: nginx.
 WORKORDER_TRUSTED_PROXY_NETWORKS = env_list("WORKORDER_TRUSTED_PROXY_NETWORKS", "127.0.0.0/8,::1/128")
+# Requests that waited longer than this in gunicorn's queue (nginx's X-Request-Start) are shed with a
+# fast 503 (core/shedding.py); 0 turns shedding off.
+WORKORDER_QUEUE_DEADLINE_MS = env_int("WORKORDER_QUEUE_DEADLINE_MS", 1000)
+if WORKORDER_QUEUE_DEADLINE_MS < 0:
+    raise ConfigurationError(f"WORKORDER_QUEUE_DEADLINE_MS must not be negative, got {WORKORDER_QUEUE_DEADLINE_MS}")
 # May a supervisor approve a work order they created themselves? (Admins always may.)
 WORKORDER_ALLOW_SELF_APPROVAL = env_bool("WORKORDER_ALLOW_SELF_APPROVAL", False)
 

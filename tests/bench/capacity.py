@@ -9,7 +9,7 @@ gunicorn with the package's config, daphne, nginx with the NixOS module's layout
 work orders / 100,000 tasks), plus, for the framework floor only, a second gunicorn (same config)
 serving tests/bench/floor_app.py at /floor/ through the same nginx. Steps:
 
-1. login cost: PBKDF2 hashing in-process and POST /api/auth/login/ through nginx (reported apart;
+1. login cost: password hashing (Argon2id) in-process and POST /api/auth/login/ through nginx (reported apart;
    Locust users log in once in on_start, so this cost lands in the ramp-up, not in steady state);
 2. framework floor: closed-loop users (no think time) on /floor/ and on /api/tasks/ (same
    concurrency, same nginx + gunicorn), so the API reads as a ratio of what the framework can do;
@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-time", type=int, default=60,
                         help="seconds of steady state measured per step, after the ramp-up (default %(default)s)")
     parser.add_argument("--spawn-rate", type=float, default=2,
-                        help="users started per second (default %(default)s: each start is one PBKDF2 login, "
-                             "~0.35 s of CPU, so the ramp-up hashing takes about a third of two cores)")
+                        help="users started per second (default %(default)s: each start is one login, "
+                             "~30 ms of CPU with Argon2id)")
     parser.add_argument("--work-orders", type=int, default=20000)
     parser.add_argument("--min-tasks", type=int, default=100000)
     parser.add_argument("--operators", type=int, default=1000,
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         results["seed"] = {"counts": stack.counts, "timings": stack.timings}
         start_floor(stack)
 
-        print("\n== login cost (PBKDF2) ==")
+        print("\n== login cost (password hashing) ==")
         results["login"] = measure_login_cost(stack, args.login_samples)
         print(json.dumps(results["login"]))
 

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from harness.services import MissingBinary, find_binary
+from workorder.backup.pgbackrest import METRICS as PITR_METRICS
+from workorder.backup.pgbackrest import VERIFY_METRICS as PITR_VERIFY_METRICS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = REPO_ROOT / "nix" / "prometheus"
@@ -41,7 +43,8 @@ APPLICATION_METRICS = {
     "workorder_backup_last_verified",
     "workorder_login_failures_total",
     "workorder_login_lockouts_total",
-}
+    "workorder_requests_shed_total",  # core/shedding.py; exposed on the edge stack: tests/stack/test_edge.py
+} | set(PITR_METRICS) | set(PITR_VERIFY_METRICS)  # workorder-backup pitr-metrics / pitr-verify
 
 # What the stack test and the operators' dashboards rely on: these recording rules exist.
 REQUIRED_RECORDINGS = [

@@ -196,6 +196,10 @@ def test_management_commands_and_flags_exist():
         assert f'"{flag}"' in seed, f"seed_loadtest has no {flag}"
     management_command("seed_demo")  # used by vm-backup
     management_command("issue_token")  # used by vm-loadtest (the WebSocket check)
+    module = read(REPO / "nix" / "module.nix")
+    for command in re.findall(r'"\$\{cfg\.package\}/bin/workorder-manage"\s+"([a-z_]+)"', module):
+        if command != "migrate":  # Django's own
+            management_command(command)  # e.g. prune_idempotency_keys (the singletonJobs timer)
 
 
 def test_rules_files_are_loaded():

@@ -283,7 +283,7 @@ def test_multipart_body_under_the_limit_is_415_the_api_takes_json(edge):
 def test_ready_403_through_nginx_200_on_the_loopback_listener(edge, path):
     assert via_nginx(edge, "GET", path)[0] == 403
     status, _, raw = direct(edge, "/ready/")
-    assert status == 200 and json.loads(raw)["checks"] == {"database": "ok", "redis": "ok"}
+    assert status == 200 and json.loads(raw)["checks"] == {"database": "ok", "redis": "ok", "migrations": "ok"}
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:80", "a..b", "[::1", "x" * 300])
@@ -473,3 +473,51 @@ def test_thirty_wrong_passwords_lock_the_account_from_that_address_only_through_
     stack.manage("unlock_login", "--username", "edge-lockout", "--address", "127.0.0.1")
     status, _, body = login_from(edge, "127.0.0.1", "edge-lockout", password)
     assert status == 200, body
+
+
+# --- overload: requests that queued past the deadline are shed ---------------------------------
+def test_requests_queued_past_the_deadline_get_a_fast_503_with_retry_after_then_service_resumes(edge):
+    """gunicorn frozen (SIGSTOP) stands in for a saturated server: requests queue behind it. Once it
+    runs again, everything that waited past WORKORDER_QUEUE_DEADLINE_MS (1 s) is refused at once
+    with 503 + Retry-After, counted in workorder_requests_shed_total, and new requests are served."""
+    import os
+    import signal
+
+    import psutil
+
+    stack = edge["stack"]
+    headers = {"Authorization": f"Token {edge['api_token']}"}
+    shed_before = metric_value(edge, "workorder_requests_shed_total")
+    wait_for_full_bucket()
+    frozen = [stack.gunicorn.pid, *(child.pid for child in psutil.Process(stack.gunicorn.pid).children())]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(via_nginx, edge, "GET", "/api/tasks/?page_size=1", False, headers=headers)
+                       for _ in range(8)]
+            time.sleep(2.5)
+            resumed = time.monotonic()
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+            answers = [future.result(timeout=30) for future in futures]
+            drained = time.monotonic() - resumed
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    assert [status for status, _, _ in answers] == [503] * 8, answers
+    assert all(headers_["retry-after"] == "1" and json.loads(body)["code"] == "overloaded"
+               for _, headers_, body in answers)
+    assert drained < 2.0, f"shedding 8 queued requests took {drained:.2f} s"
+    assert metric_value(edge, "workorder_requests_shed_total") == shed_before + 8
+    status, _, _ = via_nginx(edge, "GET", "/api/tasks/?page_size=1", headers=headers)
+    assert status == 200
+
+
+def metric_value(edge, name: str) -> float:
+    status, _, body = direct(edge, "/metrics/", headers={"Authorization": f"Bearer {edge['metrics_token']}"})
+    assert status == 200, body
+    for line in body.decode().splitlines():
+        if line.startswith((name + " ", name + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -1,0 +1,58 @@
+"""Overload is shed, not queued: a request that waited too long before Django saw it gets a fast 503.
+
+nginx stamps every request it passes to gunicorn with `X-Request-Start: t=<seconds since the epoch,
+millisecond resolution>` ($msec, the moment nginx read the request). When the service runs past its
+capacity, requests queue in gunicorn (its accept backlog and each worker's connection queue); a request
+that has already waited WORKORDER_QUEUE_DEADLINE_MS (default 1,000 ms) is answered 503 with
+`Retry-After: 1` and the JSON error shape before anything else runs (~0.1 ms instead of a full request),
+so the backlog drains and the requests still served keep their latency. Counted in
+`workorder_requests_shed_total`; the `WorkorderSheddingLoad` alert and the SLO rules' shed ratio use it
+(shed requests are not in the API error ratio: that one measures requests the service answered).
+
+The header is believed only from a trusted peer (nginx: a unix-socket peer or
+WORKORDER_TRUSTED_PROXY_NETWORKS, core/client_address.py); anyone else could stamp an old time to have
+their own requests refused, nothing more. Clocks: nginx and gunicorn share the host's clock.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.http import JsonResponse
+from prometheus_client import Counter
+
+from .client_address import is_trusted_proxy
+
+requests_shed = Counter("workorder_requests_shed", "Requests answered 503 because they waited too long in a queue")
+
+DETAIL = "The service is overloaded; retry in a moment."
+NEVER_SHED = frozenset({"/health/"})  # liveness: an overloaded process is alive (outside balancers probe it)
+
+
+def queue_wait_seconds(meta, now: float) -> float | None:
+    """How long ago nginx received the request, or None when not stamped (or stamped by a stranger)."""
+    stamp = meta.get("HTTP_X_REQUEST_START", "")
+    if not stamp or not is_trusted_proxy(meta.get("REMOTE_ADDR")):
+        return None
+    try:
+        started = float(stamp.removeprefix("t="))
+    except ValueError:
+        return None
+    return now - started
+
+
+class QueueDeadlineMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        deadline = settings.WORKORDER_QUEUE_DEADLINE_MS / 1000
+        if deadline > 0 and request.path_info not in NEVER_SHED:
+            waited = queue_wait_seconds(request.META, time.time())
+            if waited is not None and waited > deadline:
+                requests_shed.inc()
+                response = JsonResponse({"detail": DETAIL, "code": "overloaded", "errors": {}}, status=503)
+                response["Retry-After"] = "1"
+                return response
+        return self.get_response(request)
