@@ -17,6 +17,8 @@
   ...
 }:
 let
+  # A secret read at runtime (a path outside the store, never copied into it), or null.
+  secretFile = import ./secret-file.nix lib;
   inherit (lib)
     concatStringsSep
     filterAttrs
@@ -312,12 +314,7 @@ in
     };
 
     secretKeyFile = mkOption {
-      type = types.nullOr (
-        types.pathWith {
-          inStore = false;
-          absolute = true;
-        }
-      );
+      type = secretFile;
       default = null;
       example = "/run/secrets/workorder-secret-key";
       description = ''
@@ -328,12 +325,7 @@ in
     };
 
     environmentFile = mkOption {
-      type = types.nullOr (
-        types.pathWith {
-          inStore = false;
-          absolute = true;
-        }
-      );
+      type = secretFile;
       default = null;
       example = "/run/secrets/workorder.env";
       description = ''
@@ -414,12 +406,7 @@ in
         description = "Database role.";
       };
       passwordFile = mkOption {
-        type = types.nullOr (
-          types.pathWith {
-            inStore = false;
-            absolute = true;
-          }
-        );
+        type = secretFile;
         default = null;
         example = "/run/secrets/workorder-db-password";
         description = "External PostgreSQL: file with the role's password (the systemd credential `database_password`).";
@@ -451,12 +438,7 @@ in
         description = "`maxmemory` of the local Redis (keys with a TTL are evicted first).";
       };
       passwordFile = mkOption {
-        type = types.nullOr (
-          types.pathWith {
-            inStore = false;
-            absolute = true;
-          }
-        );
+        type = secretFile;
         default = if cfg.redis.createLocally then generatedRedisPassword else null;
         defaultText = literalExpression ''if createLocally then "${generatedRedisPassword}" else null'';
         example = "/run/secrets/workorder-redis-password";

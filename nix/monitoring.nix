@@ -14,6 +14,8 @@
   ...
 }:
 let
+  # A secret read at runtime (a path outside the store, never copied into it), or null.
+  secretFile = import ./secret-file.nix lib;
   inherit (lib)
     attrByPath
     hasSuffix
@@ -124,12 +126,7 @@ in
     };
 
     metricsTokenFile = mkOption {
-      type = types.nullOr (
-        types.pathWith {
-          inStore = false;
-          absolute = true;
-        }
-      );
+      type = secretFile;
       default = null;
       example = "/run/secrets/workorder-metrics-token";
       description = ''

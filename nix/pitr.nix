@@ -19,6 +19,8 @@
   ...
 }:
 let
+  # A secret read at runtime (a path outside the store, never copied into it), or null.
+  secretFile = import ./secret-file.nix lib;
   inherit (lib)
     literalExpression
     mkForce
@@ -168,12 +170,7 @@ in
       '';
     };
     passphraseFile = mkOption {
-      type = types.nullOr (
-        types.pathWith {
-          inStore = false;
-          absolute = true;
-        }
-      );
+      type = secretFile;
       default = null;
       example = "/run/secrets/pgbackrest-passphrase";
       description = ''
@@ -184,12 +181,7 @@ in
       '';
     };
     environmentFile = mkOption {
-      type = types.nullOr (
-        types.pathWith {
-          inStore = false;
-          absolute = true;
-        }
-      );
+      type = secretFile;
       default = null;
       example = "/run/secrets/pgbackrest.env";
       description = ''
