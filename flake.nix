@@ -35,7 +35,7 @@
         let
           workorder = pkgs.callPackage ./nix/package.nix {
             vmTests = {
-              inherit (self.checks.${pkgs.stdenv.hostPlatform.system}) vm-loadtest vm-backup;
+              inherit (self.checks.${pkgs.stdenv.hostPlatform.system}) vm-loadtest vm-backup vm-multinode;
             };
           };
         in
@@ -182,6 +182,14 @@
           # Backup, restore, retention and backup metrics.
           vm-backup = pkgs.testers.runNixOSTest (
             import ./nix/tests/vm-backup.nix { module = self.nixosModules.default; }
+          );
+          # Several machines (services.workorder.role): db, two app nodes, a balancer; the SLA through
+          # the balancer, an app node stopped under load, a notification across nodes.
+          vm-multinode = pkgs.testers.runNixOSTest (
+            import ./nix/tests/vm-multinode.nix {
+              module = self.nixosModules.default;
+              inherit workorder-loadtest;
+            }
           );
         }
       );

@@ -58,7 +58,20 @@ rec {
     redisPort = 6380;
     # nginx is the only client of the unix sockets; gunicorn trusts its X-Forwarded-* headers.
     forwardedAllowIps = "127.0.0.1,::1";
+    # Several nodes: the TCP ports on which each application node's gunicorn and daphne listen for
+    # the balancer (its GUNICORN_BIND/DAPHNE_BIND, the balancer's gunicornServers/daphneServers).
+    nodeGunicornPort = 8000;
+    nodeDaphnePort = 8002;
   };
+
+  # "host:port" for an upstream server or a bind address; an IPv6 address gets its brackets.
+  hostPort =
+    host: port:
+    let
+      bare = builtins.match "\\[(.*)]" host;
+      isIPv6 = bare == null && builtins.match ".*:.*" host != null;
+    in
+    if isIPv6 then "[${host}]:${toString port}" else "${host}:${toString port}";
 
   # services.nginx pieces: `commonHttpConfig`, `upstreams`, and the virtual host's `extraConfig`
   # and `locations` (NixOS location options: proxyPass, proxyWebsockets, alias, return, extraConfig).
@@ -227,6 +240,9 @@ rec {
       # networks; null: the application's default, loopback).
       nodes ? 1,
       trustedProxyNetworks ? null,
+      # Names the nodes are also reached by, besides hostName (a node's own address, by which
+      # Prometheus scrapes it).
+      extraAllowedHosts ? [ ],
     }:
     {
       DJANGO_SETTINGS_MODULE = "workorder.settings";
@@ -234,12 +250,15 @@ rec {
       WORKORDER_STATE_DIR = stateDir;
       STATIC_ROOT = staticRoot;
       MEDIA_ROOT = mediaRoot;
-      ALLOWED_HOSTS = builtins.concatStringsSep "," [
-        hostName
-        "localhost"
-        "127.0.0.1"
-        "[::1]"
-      ];
+      ALLOWED_HOSTS = builtins.concatStringsSep "," (
+        [
+          hostName
+          "localhost"
+          "127.0.0.1"
+          "[::1]"
+        ]
+        ++ extraAllowedHosts
+      );
       # Behind TLS every request arrives over https; otherwise both schemes are trusted.
       CSRF_TRUSTED_ORIGINS =
         if behindTls then "https://${hostName}" else "http://${hostName},https://${hostName}";
@@ -271,6 +290,15 @@ rec {
   # SQL the backup role needs besides its attributes (LOGIN, CREATEDB: ensureUsers.ensureClauses in the
   # module): reading every table and sequence for pg_dump without owning them (PostgreSQL >= 14).
   backupRoleGrants = backupRole: [ ''GRANT pg_read_all_data TO "${backupRole}"'' ];
+
+  # psql script that sets an application role's password from the systemd credential
+  # database_password at runtime (the database host of several nodes): the file's content never
+  # enters the store nor a command line; :'password' quotes it as a literal.
+  rolePasswordSql = role: ''
+    \set password `cat "$CREDENTIALS_DIRECTORY/database_password"`
+    SET password_encryption = 'scram-sha-256';
+    ALTER ROLE "${role}" WITH LOGIN PASSWORD :'password';
+  '';
 
   # `workorder-backup` arguments of the daily backup unit.
   backupArgs =

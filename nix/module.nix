@@ -1,9 +1,14 @@
-# services.workorder: the whole production stack on one NixOS host.
+# services.workorder: the whole production stack on one NixOS host, or one role of several hosts.
 #
 #   gunicorn (WSGI: /api/, /admin/, /health/, /ready/) and daphne (ASGI: /ws/) on unix sockets,
 #   behind nginx (rate limiting, security headers, /static/ from the package, /media/ from the state
 #   directory, /metrics closed); PostgreSQL over its unix socket with peer authentication; Redis on a
 #   unix socket; a daily verified backup with 30-day retention; monitoring (nix/monitoring.nix).
+#
+# `role` splits it over machines (docs/nixos.md, "Several machines"): "all" (the default, everything
+# above on this host), "app" (gunicorn and daphne on TCP for a balancer, PostgreSQL and Redis
+# elsewhere), "balancer" (nginx in front of the app nodes) and "database" (PostgreSQL and Redis for
+# the app nodes, the backups and point-in-time recovery).
 #
 # Modelled on nixpkgs' pretix and weblate modules. The nginx layout, the environment, the backup
 # command line and the hardening block come from nix/deployment.nix, which the Debian
@@ -19,6 +24,7 @@
 let
   # A secret read at runtime (a path outside the store, never copied into it), or null.
   secretFile = import ./secret-file.nix lib;
+  sourceFirewall = import ./source-firewall.nix lib;
   inherit (lib)
     concatStringsSep
     filterAttrs
@@ -40,6 +46,31 @@ let
 
   deployment = import ./deployment.nix;
   cfg = config.services.workorder;
+
+  # Roles: which parts of the stack run on this host.
+  inherit (cfg) role;
+  runsApp = role == "all" || role == "app";
+  isAppNode = role == "app";
+  isBalancer = role == "balancer";
+  isDatabaseHost = role == "database";
+  inherit (deployment) hostPort;
+  nftables = config.networking.nftables.enable;
+  scrapers = cfg.monitoring.scrapers;
+
+  isIpLiteral =
+    host:
+    builtins.match "[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+(/[0-9]+)?" host != null
+    || builtins.match "[0-9a-fA-F:]*:[0-9a-fA-F:.]*(/[0-9]+)?" host != null;
+  # The host of redis.url (redis://[:password@]host[:port]/db), without IPv6 brackets.
+  redisUrlHost =
+    let
+      parts = builtins.match "rediss?://([^@/]*@)?([[][^]]*[]]|[^:/?]*).*" cfg.redis.url;
+    in
+    if cfg.redis.url == null || parts == null then
+      null
+    else
+      lib.removePrefix "[" (lib.removeSuffix "]" (builtins.elemAt parts 1));
+  backendHosts = [ cfg.database.host ] ++ optional (redisUrlHost != null) redisUrlHost;
 
   stateDir = "/var/lib/workorder";
   runtimeDir = "/run/workorder";
@@ -64,13 +95,16 @@ let
   pythonEnv = python.buildEnv.override { extraLibs = [ (python.pkgs.toPythonModule cfg.package) ]; };
   staticRoot = "${cfg.package}/${cfg.package.staticRoot}";
 
+  sslmode = lib.optionalString (cfg.database.sslmode != null) "sslmode=${cfg.database.sslmode}";
   databaseUrl =
     if cfg.database.createLocally then
       "postgresql:///${cfg.database.name}?host=/run/postgresql"
     else if hasPrefix "/" cfg.database.host then
       "postgresql:///${cfg.database.name}?host=${cfg.database.host}&port=${toString cfg.database.port}&user=${cfg.database.user}"
+      + lib.optionalString (sslmode != "") "&${sslmode}"
     else
-      "postgresql://${cfg.database.user}@${cfg.database.host}:${toString cfg.database.port}/${cfg.database.name}";
+      "postgresql://${cfg.database.user}@${hostPort cfg.database.host cfg.database.port}/${cfg.database.name}"
+      + lib.optionalString (sslmode != "") "?${sslmode}";
   # The backup unit connects as its own role on the local server (peer authentication: the unix user
   # of the same name); an external server is reached like the application does.
   backupDatabaseUrl =
@@ -103,7 +137,8 @@ let
   secrets =
     optionalAttrs (cfg.secretKeyFile != null) { DJANGO_SECRET_KEY = cfg.secretKeyFile; }
     // optionalAttrs (cfg.database.passwordFile != null) { DATABASE_PASSWORD = cfg.database.passwordFile; }
-    // optionalAttrs (cfg.redis.passwordFile != null) { REDIS_PASSWORD = cfg.redis.passwordFile; };
+    // optionalAttrs (cfg.redis.passwordFile != null) { REDIS_PASSWORD = cfg.redis.passwordFile; }
+    // optionalAttrs (cfg.metricsTokenFile != null) { WORKORDER_METRICS_TOKEN = cfg.metricsTokenFile; };
   toCredentials = mapAttrsToList (name: file: "${lib.toLower name}:${file}");
   credentials = toCredentials secrets;
 
@@ -123,6 +158,13 @@ let
       # PostgreSQL and Redis are unix sockets; Prometheus scrapes gunicorn on loopback.
       IPAddressAllow = [ "localhost" ];
       IPAddressDeny = [ "any" ];
+    }
+    // optionalAttrs (isAppNode && cfg.peerAddresses != null) {
+      # An app node: the balancers, the scrapers, PostgreSQL and Redis; nobody else.
+      IPAddressAllow = lib.unique (
+        [ "localhost" ] ++ cfg.trustedProxies ++ scrapers ++ cfg.peerAddresses
+      );
+      IPAddressDeny = [ "any" ];
     };
 
   # The backup unit: its own user; reads the media directory through the service group; no
@@ -137,7 +179,9 @@ let
       WorkingDirectory = cfg.backup.directory;
       EnvironmentFile = mkIf (cfg.environmentFile != null) cfg.environmentFile;
       LoadCredential = toCredentials (
-        optionalAttrs (cfg.database.passwordFile != null) { DATABASE_PASSWORD = cfg.database.passwordFile; }
+        optionalAttrs (!cfg.database.createLocally && cfg.database.passwordFile != null) {
+          DATABASE_PASSWORD = cfg.database.passwordFile;
+        }
       );
     }
     // optionalAttrs cfg.database.createLocally {
@@ -180,14 +224,24 @@ let
     '';
   };
 
-  nginxLayout = deployment.nginx {
-    inherit gunicornSocket daphneSocket staticRoot;
-    mediaRoot = mediaDir;
-    rateLimit = cfg.nginx.rateLimit.rate;
-    rateBurst = cfg.nginx.rateLimit.burst;
-    inherit (cfg.nginx) webSocketTimeout securityHeaders;
-  };
-
+  nginxLayout = deployment.nginx (
+    {
+      inherit staticRoot;
+      mediaRoot = mediaDir;
+      rateLimit = cfg.nginx.rateLimit.rate;
+      rateBurst = cfg.nginx.rateLimit.burst;
+      inherit (cfg.nginx) webSocketTimeout securityHeaders;
+    }
+    // (
+      if isBalancer then
+        {
+          gunicornServers = map (node: hostPort node cfg.balancer.gunicornPort) cfg.balancer.appNodes;
+          daphneServers = map (node: hostPort node cfg.balancer.daphnePort) cfg.balancer.appNodes;
+        }
+      else
+        { inherit gunicornSocket daphneSocket; }
+    )
+  );
   # The settings every deployment has, typed; anything else is free-form (RFC 42).
   settingOption =
     type: description:
@@ -228,6 +282,155 @@ in
 
   options.services.workorder = {
     enable = mkEnableOption "the workorder service (gunicorn, daphne, nginx, PostgreSQL, Redis, backups, monitoring)";
+
+    role = mkOption {
+      type = types.enum [
+        "all"
+        "app"
+        "balancer"
+        "database"
+      ];
+      default = "all";
+      description = ''
+        What this host runs (docs/nixos.md, "Several machines"):
+        - `all`: the whole stack on one host (gunicorn and daphne on unix sockets behind nginx,
+          PostgreSQL, Redis, backups);
+        - `app`: an application node: migrations (once per cluster, under a lock), gunicorn and
+          daphne on TCP ({option}`services.workorder.listen`) for the balancers in
+          {option}`services.workorder.trustedProxies`, the firewall open to them only; PostgreSQL
+          and Redis are external (`database.*`, `redis.*`);
+        - `balancer`: nginx in front of {option}`services.workorder.balancer.appNodes` (the same
+          layout as `all`: rate limits, headers, /ws/, /static/ from the package, /metrics closed);
+        - `database`: PostgreSQL and Redis for {option}`services.workorder.databaseServer.clients`
+          (password authentication, firewall open to them only), the daily backup and
+          point-in-time recovery.
+      '';
+    };
+
+    nodes = mkOption {
+      type = types.ints.positive;
+      default = 1;
+      description = ''
+        Application nodes sharing the database (`WORKORDER_NODES`). Above 1 every node needs the
+        same {option}`services.workorder.secretKeyFile`.
+      '';
+    };
+
+    trustedProxies = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "10.0.0.5" ];
+      description = ''
+        Role `app`: the balancers' addresses (or CIDR networks). Their `X-Real-IP` names the client
+        (`WORKORDER_TRUSTED_PROXY_NETWORKS`, gunicorn's forwarded-allow-ips), and only they may
+        reach gunicorn's and daphne's ports (firewall, `IPAddressAllow`).
+      '';
+    };
+
+    listen = {
+      address = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "10.0.0.11";
+        description = ''
+          Role `app`: the IP address on which gunicorn and daphne listen for the balancers (this
+          node's private address; also accepted as a host name, for Prometheus scraping it).
+        '';
+      };
+      gunicornPort = mkOption {
+        type = types.port;
+        default = deployment.defaults.nodeGunicornPort;
+        description = "Role `app`: gunicorn's TCP port for the balancers (and `/metrics/` with the token).";
+      };
+      daphnePort = mkOption {
+        type = types.port;
+        default = deployment.defaults.nodeDaphnePort;
+        description = "Role `app`: daphne's TCP port (WebSockets) for the balancers.";
+      };
+    };
+
+    peerAddresses = mkOption {
+      type = types.nullOr (types.listOf types.str);
+      default =
+        if isAppNode && cfg.redis.url != null && lib.all isIpLiteral backendHosts then
+          lib.unique backendHosts
+        else
+          null;
+      defaultText = literalExpression "[ database.host <redis.url's host> ] when both are IP addresses (role app), else null";
+      example = [
+        "10.0.0.10"
+        "10.0.0.53"
+      ];
+      description = ''
+        Role `app`: besides loopback, the balancers and the scrapers, the addresses the workorder
+        units may exchange packets with (systemd `IPAddressAllow=`, everything else
+        `IPAddressDeny=any`): PostgreSQL, Redis, and the DNS resolver when their names are
+        resolved over the network. Null: no address restriction on the units.
+      '';
+    };
+
+    metricsTokenFile = mkOption {
+      type = secretFile;
+      default = null;
+      example = "/run/secrets/workorder-metrics-token";
+      description = ''
+        File with the bearer token Prometheus sends for `/metrics/` from outside loopback
+        (`WORKORDER_METRICS_TOKEN`, the systemd credential `workorder_metrics_token`); the
+        monitoring host's {option}`services.workorder.monitoring.metricsTokenFile` holds the same.
+      '';
+    };
+
+    balancer = {
+      appNodes = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [
+          "10.0.0.11"
+          "10.0.0.12"
+        ];
+        description = ''
+          Role `balancer`: the application nodes' addresses. Each is a server of both nginx
+          upstreams, with passive health checks (nix/deployment.nix).
+        '';
+      };
+      gunicornPort = mkOption {
+        type = types.port;
+        default = deployment.defaults.nodeGunicornPort;
+        description = "Role `balancer`: the nodes' gunicorn port ({option}`services.workorder.listen.gunicornPort` there).";
+      };
+      daphnePort = mkOption {
+        type = types.port;
+        default = deployment.defaults.nodeDaphnePort;
+        description = "Role `balancer`: the nodes' daphne port ({option}`services.workorder.listen.daphnePort` there).";
+      };
+    };
+
+    databaseServer = {
+      listenAddress = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "10.0.0.10";
+        description = ''
+          Role `database`: the private address Redis binds to (besides 127.0.0.1). PostgreSQL
+          listens on every interface (`enableTCPIP`); the firewall and `pg_hba.conf` admit
+          {option}`services.workorder.databaseServer.clients` only.
+        '';
+      };
+      clients = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [
+          "10.0.0.11"
+          "10.0.0.12"
+        ];
+        description = ''
+          Role `database`: the application nodes' addresses (or CIDR networks). They alone may
+          connect to PostgreSQL (`host <database> <user> <address> scram-sha-256`, the role's password
+          from {option}`services.workorder.database.passwordFile`) and to Redis (the password of
+          {option}`services.workorder.redis.passwordFile`).
+        '';
+      };
+    };
 
     package = mkOption {
       type = types.package;
@@ -339,9 +542,11 @@ in
       type = types.bool;
       default = true;
       description = ''
-        Run the jobs that must run on one node only: the hourly
-        `workorder-manage prune_idempotency_keys` (deletes Idempotency-Key records older than 24 h).
-        With several application nodes on one database, keep it `true` on exactly one of them.
+        Run the jobs that must run on one host of a cluster only: on roles `all` and `app` the
+        hourly `workorder-manage prune_idempotency_keys` (deletes Idempotency-Key records older
+        than 24 h); on roles `all` and `database` the timers of the daily backup and of
+        point-in-time recovery (their services stay, for manual runs). With several application
+        nodes on one database, keep it `true` on exactly one of them.
       '';
     };
 
@@ -378,10 +583,12 @@ in
     database = {
       createLocally = mkOption {
         type = types.bool;
-        default = true;
+        default = role == "all" || role == "database";
+        defaultText = literalExpression ''role == "all" || role == "database"'';
         description = ''
           Run PostgreSQL on this host (`services.postgresql`, database and role "workorder", peer
-          authentication over the unix socket, no password).
+          authentication over the unix socket, no password; role `database` also admits the app
+          nodes over TCP with a password).
         '';
       };
       host = mkOption {
@@ -409,17 +616,39 @@ in
         type = secretFile;
         default = null;
         example = "/run/secrets/workorder-db-password";
-        description = "External PostgreSQL: file with the role's password (the systemd credential `database_password`).";
+        description = ''
+          External PostgreSQL: file with the role's password (the systemd credential
+          `database_password`). Role `database`: the password set on the role (scram-sha-256) for
+          the app nodes, the same file as theirs.
+        '';
+      };
+      sslmode = mkOption {
+        type = types.nullOr (
+          types.enum [
+            "disable"
+            "allow"
+            "prefer"
+            "require"
+            "verify-ca"
+            "verify-full"
+          ]
+        );
+        default = null;
+        example = "require";
+        description = "External PostgreSQL: libpq's `sslmode` in DATABASE_URL (null: libpq's default, `prefer`).";
       };
     };
 
     redis = {
       createLocally = mkOption {
         type = types.bool;
-        default = true;
+        default = role == "all" || role == "database";
+        defaultText = literalExpression ''role == "all" || role == "database"'';
         description = ''
           Run a dedicated Redis (`services.redis.servers.workorder`) on a unix socket only; the
-          service user joins its group. Used for the cache and the Channels layer.
+          service user joins its group. Used for the cache and the Channels layer. Role
+          `database`: also on {option}`services.workorder.databaseServer.listenAddress`, port
+          {option}`services.workorder.redis.port`, for the app nodes.
         '';
       };
       url = mkOption {
@@ -454,8 +683,10 @@ in
         type = types.port;
         default = deployment.defaults.redisPort;
         description = ''
-          Loopback TCP port of the local Redis (password required). Only the redis exporter uses it;
-          the application connects through the unix socket, whose group the exporter is not in.
+          TCP port of the local Redis (password required), on loopback: only the redis exporter
+          uses it, the application connects through the unix socket, whose group the exporter is
+          not in. Role `database`: also on {option}`services.workorder.databaseServer.listenAddress`
+          for the app nodes (their `redis.url`).
         '';
       };
     };
@@ -463,8 +694,9 @@ in
     nginx = {
       enable = mkOption {
         type = types.bool;
-        default = true;
-        description = "Configure the nginx virtual host {option}`hostName` in front of gunicorn and daphne.";
+        default = role == "all" || role == "balancer";
+        defaultText = literalExpression ''role == "all" || role == "balancer"'';
+        description = "Configure the nginx virtual host {option}`hostName` in front of gunicorn and daphne (roles `all` and `balancer`).";
       };
       rateLimit = {
         rate = mkOption {
@@ -493,8 +725,9 @@ in
     backup = {
       enable = mkOption {
         type = types.bool;
-        default = true;
-        description = "Daily `workorder-backup` (pg_dump custom format + media tar, sha256, retention).";
+        default = role == "all" || role == "database";
+        defaultText = literalExpression ''role == "all" || role == "database"'';
+        description = "Daily `workorder-backup` (pg_dump custom format + media tar, sha256, retention); the timer only with {option}`services.workorder.singletonJobs`.";
       };
       startAt = mkOption {
         type = types.str;
@@ -539,16 +772,61 @@ in
   };
 
   config = mkIf cfg.enable (mkMerge [
+    # Every role.
     {
+      assertions = [
+        {
+          assertion = (runsApp && cfg.nodes > 1) -> cfg.secretKeyFile != null;
+          message = "services.workorder.nodes = ${toString cfg.nodes}: every node needs the same secret key, set services.workorder.secretKeyFile (a key generated per node is refused).";
+        }
+        {
+          assertion = isAppNode -> (!cfg.database.createLocally && !cfg.redis.createLocally);
+          message = "services.workorder.role = \"app\": PostgreSQL and Redis run elsewhere (database.createLocally and redis.createLocally must be false; the role's defaults).";
+        }
+        {
+          assertion = isAppNode -> (cfg.listen.address != null && cfg.trustedProxies != [ ]);
+          message = "services.workorder.role = \"app\" needs listen.address (this node's address for the balancers) and trustedProxies (the balancers' addresses).";
+        }
+        {
+          assertion = isBalancer -> (cfg.balancer.appNodes != [ ] && cfg.nginx.enable);
+          message = "services.workorder.role = \"balancer\" needs balancer.appNodes (the application nodes' addresses) and nginx.enable.";
+        }
+        {
+          assertion = isBalancer -> (!cfg.database.createLocally && !cfg.redis.createLocally && !cfg.backup.enable);
+          message = "services.workorder.role = \"balancer\" runs nginx only: database.createLocally, redis.createLocally and backup.enable must be false (the role's defaults).";
+        }
+        {
+          assertion =
+            isDatabaseHost
+            -> (
+              cfg.database.createLocally
+              && cfg.redis.createLocally
+              && cfg.databaseServer.listenAddress != null
+              && cfg.databaseServer.clients != [ ]
+            );
+          message = "services.workorder.role = \"database\" needs database.createLocally and redis.createLocally (the role's defaults), databaseServer.listenAddress and databaseServer.clients (the app nodes' addresses).";
+        }
+        {
+          assertion =
+            isDatabaseHost
+            -> (cfg.database.passwordFile != null && cfg.redis.passwordFile != generatedRedisPassword);
+          message = "services.workorder.role = \"database\": set database.passwordFile and redis.passwordFile to the files the app nodes are given too (a password generated here would be known to this host only).";
+        }
+        {
+          assertion = (role == "all" && cfg.database.createLocally) -> cfg.database.passwordFile == null;
+          message = "services.workorder.database.passwordFile is for an external PostgreSQL (createLocally = false) or the database role.";
+        }
+      ];
+    }
+
+    # Roles all, app and database: the service user, its state directory and environment (the
+    # database host's backup runs with it).
+    (mkIf (!isBalancer) {
       assertions = [
         {
           assertion =
             cfg.database.createLocally -> (cfg.database.name == cfg.user && cfg.database.user == cfg.user);
           message = "services.workorder.database.createLocally uses peer authentication: database.name and database.user must both equal services.workorder.user (\"${cfg.user}\").";
-        }
-        {
-          assertion = cfg.database.createLocally -> cfg.database.passwordFile == null;
-          message = "services.workorder.database.passwordFile is for an external PostgreSQL (createLocally = false).";
         }
         {
           assertion = cfg.redis.createLocally -> cfg.redis.url == null;
@@ -577,17 +855,38 @@ in
 
       # The deployment's environment (nix/deployment.nix); mkDefault so `settings` can override it.
       services.workorder.settings = mapAttrs (_: mkDefault) (
-        deployment.environment {
+        deployment.environment (
+          {
           inherit stateDir staticRoot behindTls databaseUrl;
           inherit (cfg) hostName;
           mediaRoot = mediaDir;
           redisUrl =
             if cfg.redis.createLocally then "unix://${redisServer.unixSocket}?db=0" else cfg.redis.url;
-          gunicornBind = "unix:${gunicornSocket},127.0.0.1:${toString cfg.gunicorn.metricsPort}";
-          daphneBind = "unix:${daphneSocket}";
           # With secretKeyFile the key arrives as a credential instead.
           secretKeyFile = if cfg.secretKeyFile == null then generatedSecretKey else null;
+          # The database host runs no application: the nodes' count is the app nodes' business.
+          nodes = if runsApp then cfg.nodes else 1;
         }
+        // (
+          if isAppNode then
+            {
+              # The balancers' port, and loopback for the probes (/ready/, /metrics/ without token).
+              gunicornBind = "${hostPort cfg.listen.address cfg.listen.gunicornPort},127.0.0.1:${toString cfg.gunicorn.metricsPort}";
+              daphneBind = hostPort cfg.listen.address cfg.listen.daphnePort;
+              trustedProxyNetworks = concatStringsSep "," cfg.trustedProxies;
+              forwardedAllowIps = concatStringsSep "," cfg.trustedProxies;
+              # Prometheus scrapes the node by its address (Host: <address>:<port>; Django
+              # compares the host without the port).
+              extraAllowedHosts = [
+                (lib.removeSuffix ":0" (hostPort cfg.listen.address 0))
+              ];
+            }
+          else
+            {
+              gunicornBind = "unix:${gunicornSocket},127.0.0.1:${toString cfg.gunicorn.metricsPort}";
+              daphneBind = "unix:${daphneSocket}";
+            }
+        ))
         // optionalAttrs (cfg.gunicorn.workers != null) { GUNICORN_WORKERS = cfg.gunicorn.workers; }
       );
 
@@ -603,7 +902,10 @@ in
       users.groups = mkIf (cfg.group == "workorder") { workorder = { }; };
 
       systemd.tmpfiles.rules = [ "d ${mediaDir} 0750 ${cfg.user} ${cfg.group} - -" ];
+    })
 
+    # Roles all and app: migrations, gunicorn, daphne, the admin command.
+    (mkIf runsApp {
       environment.systemPackages = [ manageWrapper ];
 
       systemd.targets.workorder = {
@@ -747,7 +1049,106 @@ in
         }
         // optionalAttrs localServicesOnly { RestrictAddressFamilies = [ "AF_UNIX" ]; };
       };
-    }
+    })
+
+    # Role app: gunicorn's and daphne's ports open to the balancers only (gunicorn's also to the
+    # Prometheus servers, for /metrics/ with the token).
+    (mkIf isAppNode (
+      sourceFirewall {
+        inherit nftables;
+        rules = [
+          {
+            sources = lib.unique (cfg.trustedProxies ++ scrapers);
+            ports = [ cfg.listen.gunicornPort ];
+          }
+          {
+            sources = cfg.trustedProxies;
+            ports = [ cfg.listen.daphnePort ];
+          }
+        ];
+      }
+    ))
+
+    # Role database: PostgreSQL and Redis for the app nodes only.
+    (mkIf isDatabaseHost (mkMerge [
+      (sourceFirewall {
+        inherit nftables;
+        rules = [
+          {
+            sources = cfg.databaseServer.clients;
+            ports = [
+              config.services.postgresql.settings.port
+              cfg.redis.port
+            ];
+          }
+        ];
+      })
+      {
+        services.postgresql = {
+          # Every interface (so a late address cannot keep it from starting); pg_hba.conf and the
+          # firewall admit the app nodes only.
+          enableTCPIP = true;
+          authentication = concatStringsSep "\n" (
+            map (
+              client:
+              let
+                network =
+                  if lib.hasInfix "/" client then
+                    client
+                  else if lib.hasInfix ":" client then
+                    "${client}/128"
+                  else
+                    "${client}/32";
+              in
+              "host ${cfg.database.name} ${cfg.database.user} ${network} scram-sha-256"
+            ) cfg.databaseServer.clients
+          );
+          settings.password_encryption = "scram-sha-256";
+        };
+
+        # The application role's password, from the file at every start (never in the store): psql
+        # reads the credential with a backquoted `cat` into a variable, quoted by :'password'.
+        systemd.services.workorder-database-password = mkIf (cfg.database.passwordFile != null) {
+          description = "workorder: the application role's password for the app nodes";
+          after = [ "postgresql.target" ];
+          requires = [ "postgresql.target" ];
+          wantedBy = [ "multi-user.target" ];
+          path = [
+            config.services.postgresql.package
+            pkgs.coreutils
+          ];
+          environment.PGPORT = toString config.services.postgresql.settings.port;
+          serviceConfig = {
+            Type = "oneshot";
+            RemainAfterExit = true;
+            User = "postgres";
+            Group = "postgres";
+            LoadCredential = [ "database_password:${cfg.database.passwordFile}" ];
+            ExecStart = utils.escapeSystemdExecArgs [
+              "${config.services.postgresql.package}/bin/psql"
+              "--no-psqlrc"
+              "--dbname=postgres"
+              "--set=ON_ERROR_STOP=1"
+              "--file=${pkgs.writeText "workorder-database-password.sql" (
+                deployment.rolePasswordSql cfg.database.user
+              )}"
+            ];
+          };
+        };
+
+        services.redis.servers.workorder.bind = "127.0.0.1 ${cfg.databaseServer.listenAddress}";
+        # Redis binds the private address itself: until the interface has it, retry.
+        systemd.services.redis-workorder = {
+          wants = [ "network-online.target" ];
+          after = [ "network-online.target" ];
+          serviceConfig = {
+            Restart = "on-failure";
+            RestartSec = "2s";
+          };
+          unitConfig.StartLimitIntervalSec = 0;
+        };
+      }
+    ]))
 
     (mkIf cfg.database.createLocally {
       services.postgresql = {
@@ -835,7 +1236,7 @@ in
       };
     })
 
-    (mkIf cfg.nginx.enable {
+    (mkIf (cfg.nginx.enable && (role == "all" || isBalancer)) {
       services.nginx = {
         enable = true;
         recommendedProxySettings = mkDefault true;
@@ -852,7 +1253,7 @@ in
         };
       };
       # nginx reaches the sockets in /run/workorder and the media files through the group.
-      systemd.services.nginx.serviceConfig.SupplementaryGroups = [ cfg.group ];
+      systemd.services.nginx.serviceConfig.SupplementaryGroups = mkIf (!isBalancer) [ cfg.group ];
     })
 
     (mkIf cfg.backup.enable {
@@ -917,7 +1318,7 @@ in
         };
       };
 
-      systemd.timers.workorder-backup = {
+      systemd.timers.workorder-backup = mkIf cfg.singletonJobs {
         description = "workorder: daily backup";
         wantedBy = [ "timers.target" ];
         timerConfig = {

@@ -5,7 +5,10 @@
 #     it scrapes the local django listener and runs node, postgres, redis and nginx exporters on
 #     loopback, as before;
 #   - imported alone on a separate monitoring host, it runs Prometheus with the rules and scrapes
-#     the targets listed in `scrapeTargets` (workorder hosts that run the exporters).
+#     the targets listed in `scrapeTargets` (workorder hosts that run the exporters);
+#   - on the hosts of several machines (services.workorder.role app, balancer, database) it runs
+#     the exporters of what runs there, open to `scrapers` only; Prometheus runs where
+#     `prometheus.enable` is set (by default only with role "all").
 {
   config,
   lib,
@@ -16,6 +19,7 @@
 let
   # A secret read at runtime (a path outside the store, never copied into it), or null.
   secretFile = import ./secret-file.nix lib;
+  sourceFirewall = import ./source-firewall.nix lib;
   inherit (lib)
     attrByPath
     hasSuffix
@@ -32,6 +36,12 @@ let
   # The application's options exist only when nix/module.nix is imported too.
   app = config.services.workorder;
   appHere = attrByPath [ "services" "workorder" "enable" ] false config;
+  role = attrByPath [ "services" "workorder" "role" ] "all" config;
+  # What runs on this host (nix/module.nix's roles).
+  djangoHere = appHere && (role == "all" || role == "app");
+  postgresHere = appHere && role != "app" && role != "balancer" && app.database.createLocally;
+  redisHere = appHere && role != "app" && role != "balancer" && app.redis.createLocally;
+  nginxHere = appHere && (role == "all" || role == "balancer") && app.nginx.enable;
   exporters = config.services.prometheus.exporters;
   deployment = import ./deployment.nix;
 
@@ -45,17 +55,24 @@ let
   );
 
   localTargets = {
-    django = optional appHere "127.0.0.1:${toString app.gunicorn.metricsPort}";
+    django = optional djangoHere "127.0.0.1:${toString app.gunicorn.metricsPort}";
     node = optional cfg.exporters.enable "127.0.0.1:${toString exporters.node.port}";
-    postgres = optional (cfg.exporters.enable && appHere && app.database.createLocally) (
+    postgres = optional (cfg.exporters.enable && postgresHere) (
       "127.0.0.1:${toString exporters.postgres.port}"
     );
-    redis = optional (cfg.exporters.enable && appHere && app.redis.createLocally) (
-      "127.0.0.1:${toString exporters.redis.port}"
-    );
-    nginx = optional (cfg.exporters.enable && appHere && app.nginx.enable) (
-      "127.0.0.1:${toString exporters.nginx.port}"
-    );
+    redis = optional (cfg.exporters.enable && redisHere) "127.0.0.1:${toString exporters.redis.port}";
+    nginx = optional (cfg.exporters.enable && nginxHere) "127.0.0.1:${toString exporters.nginx.port}";
+  };
+  # The exporters of this host, for the firewall rule that admits the scrapers.
+  exporterPorts = lib.concatLists [
+    [ exporters.node.port ]
+    (optional postgresHere exporters.postgres.port)
+    (optional redisHere exporters.redis.port)
+    (optional nginxHere exporters.nginx.port)
+  ];
+  exporterOptions = {
+    enable = true;
+    listenAddress = mkDefault cfg.exporters.listenAddress;
   };
 
   scrapeConfig =
@@ -99,10 +116,36 @@ in
       '';
     };
 
+    exporters.listenAddress = mkOption {
+      type = types.str;
+      default = if cfg.scrapers == [ ] then "127.0.0.1" else "0.0.0.0";
+      defaultText = lib.literalExpression ''if scrapers == [ ] then "127.0.0.1" else "0.0.0.0"'';
+      description = ''
+        Address the exporters listen on. With {option}`services.workorder.monitoring.scrapers`
+        every interface, the firewall admitting those addresses only.
+      '';
+    };
+
+    scrapers = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "10.0.0.5" ];
+      description = ''
+        Addresses of the Prometheus servers that scrape this host from elsewhere: the firewall
+        admits them to this host's exporters and, on an app node, to gunicorn's port
+        (`/metrics/` with {option}`services.workorder.metricsTokenFile`'s token).
+      '';
+    };
+
     prometheus.enable = mkOption {
       type = types.bool;
-      default = true;
-      description = "Run the Prometheus server on this host (false: exporters only, scraped from elsewhere).";
+      default = role == "all";
+      defaultText = lib.literalExpression ''config.services.workorder.role == "all" (true where nix/module.nix is not imported)'';
+      description = ''
+        Run the Prometheus server on this host (false: exporters only, scraped from elsewhere). On
+        the hosts of several machines (roles app, balancer, database) set it on one host, with
+        {option}`services.workorder.monitoring.scrapeTargets` naming the others.
+      '';
     };
 
     scrapeTargets = mkOption {
@@ -166,10 +209,20 @@ in
       };
     })
 
+    (mkIf (cfg.exporters.enable && cfg.scrapers != [ ]) (
+      sourceFirewall {
+        nftables = config.networking.nftables.enable;
+        rules = [
+          {
+            sources = cfg.scrapers;
+            ports = exporterPorts;
+          }
+        ];
+      }
+    ))
+
     (mkIf cfg.exporters.enable {
-      services.prometheus.exporters.node = {
-        enable = true;
-        listenAddress = mkDefault "127.0.0.1";
+      services.prometheus.exporters.node = exporterOptions // {
         enabledCollectors = [ "systemd" ];
         extraFlags = [
           "--collector.textfile.directory=${cfg.textfileDirectory}"
@@ -186,17 +239,13 @@ in
           deployment.defaults.metricsGroup
         ];
       })
-      (mkIf app.database.createLocally {
-        services.prometheus.exporters.postgres = {
-          enable = true;
-          listenAddress = mkDefault "127.0.0.1";
+      (mkIf postgresHere {
+        services.prometheus.exporters.postgres = exporterOptions // {
           runAsLocalSuperUser = mkDefault true;
         };
       })
-      (mkIf app.redis.createLocally {
-        services.prometheus.exporters.redis = {
-          enable = true;
-          listenAddress = mkDefault "127.0.0.1";
+      (mkIf redisHere {
+        services.prometheus.exporters.redis = exporterOptions // {
           extraFlags = [
             "-redis.addr=${redisAddr}"
             # A JSON object {addr: password}, written at start from the credential redis_password.
@@ -220,12 +269,9 @@ in
           };
         };
       })
-      (mkIf app.nginx.enable {
+      (mkIf nginxHere {
         services.nginx.statusPage = mkDefault true;
-        services.prometheus.exporters.nginx = {
-          enable = true;
-          listenAddress = mkDefault "127.0.0.1";
-        };
+        services.prometheus.exporters.nginx = exporterOptions;
       })
     ]))
   ];

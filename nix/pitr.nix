@@ -133,7 +133,8 @@ let
         // serviceConfig;
     };
 
-  timer = description: onCalendar: {
+  # The backups run on the one host of a cluster that has services.workorder.singletonJobs.
+  timer = description: onCalendar: mkIf app.singletonJobs {
     inherit description;
     wantedBy = [ "timers.target" ];
     timerConfig = {

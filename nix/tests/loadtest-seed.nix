@@ -7,7 +7,12 @@
   makers ? 50,
   workOrders ? 20000,
 }:
-{ config, utils, ... }:
+{
+  config,
+  lib,
+  utils,
+  ...
+}:
 let
   cfg = config.services.workorder;
 in
@@ -25,7 +30,8 @@ in
       TimeoutStartSec = "60min";
       User = cfg.user;
       Group = cfg.group;
-      SupplementaryGroups = [ config.services.redis.servers.workorder.group ];
+      # The local Redis' socket (an app node of several reaches Redis over TCP instead).
+      SupplementaryGroups = lib.optional cfg.redis.createLocally config.services.redis.servers.workorder.group;
       # The service's credentials (the Redis password, a secret key file if one is set).
       inherit (config.systemd.services.workorder-migrate.serviceConfig) LoadCredential;
       WorkingDirectory = "/var/lib/workorder";

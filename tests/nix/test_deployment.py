@@ -211,3 +211,36 @@ def test_module_takes_the_facts_from_deployment_nix():
     assert MODULE.count("locations") == 1
     for directive in ("ProtectSystem", "NoNewPrivileges", "SystemCallFilter", "CapabilityBoundingSet"):
         assert directive not in MODULE, f"{directive} belongs in nix/deployment.nix's hardening block"
+
+
+# --- several machines (services.workorder.role) ----------------------------------------------------
+def nix_value(expression: str):
+    result = subprocess.run([deployment.nix_instantiate(), "--eval", "--strict", "--json", "--readonly-mode", "-E",
+                             f"let d = import {json.dumps(str(REPO / 'nix' / 'deployment.nix'))}; in {expression}"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_host_port_brackets_ipv6_addresses_only():
+    """A node address becomes nginx's upstream server and gunicorn/daphne's bind address."""
+    assert nix_value('map (h: d.hostPort h 8000) [ "10.0.0.11" "fd00::11" "[fd00::11]" "app1.internal" ]') == [
+        "10.0.0.11:8000", "[fd00::11]:8000", "[fd00::11]:8000", "app1.internal:8000"]
+
+
+def test_a_node_answers_the_host_prometheus_scrapes_it_by():
+    env = deployment.evaluate(environment={**ENVIRONMENT_ARGS, "extraAllowedHosts": ["10.0.0.11"]})["environment"]
+    assert env["ALLOWED_HOSTS"].split(",") == ["workorder.example.org", "localhost", "127.0.0.1", "[::1]", "10.0.0.11"]
+    single = deployment.evaluate(environment=ENVIRONMENT_ARGS)["environment"]
+    assert single["ALLOWED_HOSTS"].split(",")[-1] == "[::1]"
+
+
+def test_role_password_sql_reads_the_credential_file_and_holds_no_secret():
+    """The database host sets the app role's password from the systemd credential at runtime, as a
+    psql variable quoted as a literal (:'password'); the script in the store holds no password."""
+    sql = nix_value('d.rolePasswordSql "workorder"')
+    assert sql.splitlines()[0] == '\\set password `cat "$CREDENTIALS_DIRECTORY/database_password"`'
+    assert "ALTER ROLE \"workorder\" WITH LOGIN PASSWORD :'password';" in sql
+    assert "SET password_encryption = 'scram-sha-256';" in sql
+    assert "database_password:${cfg.database.passwordFile}" in MODULE
+    assert "deployment.rolePasswordSql cfg.database.user" in MODULE

@@ -102,7 +102,7 @@ def test_redis_requires_a_password_the_app_and_the_exporter_have():
     assert "./scripts/redis-exporter-passwords.sh" in exporter
     assert "SupplementaryGroups" not in exporter and "redisServer.group" not in MONITORING
     assert "servers.workorder.group" not in MONITORING
-    flags = block(MONITORING, "services.prometheus.exporters.redis = {")
+    flags = block(MONITORING, "services.prometheus.exporters.redis = exporterOptions // {")
     assert '"-redis.addr=${redisAddr}"' in flags and '"-redis.password-file=${redisPasswords}"' in flags
     assert 'redisAddr = "redis://127.0.0.1:${toString app.redis.port}";' in MONITORING
 

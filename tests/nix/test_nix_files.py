@@ -63,7 +63,7 @@ NIX_FILES = tracked_nix_files()
 def test_the_nix_files_exist():
     names = {str(p.relative_to(REPO)) for p in NIX_FILES}
     for required in ("flake.nix", "nix/package.nix", "nix/loadtest.nix", "nix/module.nix",
-                     "nix/tests/vm-loadtest.nix", "nix/tests/vm-backup.nix"):
+                     "nix/tests/vm-loadtest.nix", "nix/tests/vm-backup.nix", "nix/tests/vm-multinode.nix"):
         assert required in names
 
 
@@ -99,6 +99,7 @@ def test_flake_outputs():
         assert output in text, output
     for name in ("workorder = ", "workorder-loadtest = ", "default = workorder", "loadtest = {", "manage = {",
                  "vm-loadtest = pkgs.testers.runNixOSTest", "vm-backup = pkgs.testers.runNixOSTest",
+                 "vm-multinode = pkgs.testers.runNixOSTest",
                  "formatter = forAllSystems (pkgs: pkgs.nixfmt)"):
         assert name in text, name
 
@@ -110,22 +111,60 @@ def test_pure_flake_helpers_evaluate():
 
 
 # --- the VM tests' scripts ------------------------------------------------------------------------
+MULTINODE_ADDRESSES = {"app1": "192.168.1.1", "app2": "192.168.1.2", "db": "192.168.1.4", "lb": "192.168.1.5"}
+MULTINODE = '(import ./nix/tests/vm-multinode.nix { module = { }; workorder-loadtest = "/nix/store/x"; } { lib = { }; })'
+
+
 def vm_test_script(name: str) -> str:
     if name == "vm-loadtest":
         expr = ('(import ./nix/tests/vm-loadtest.nix { module = { }; workorder-loadtest = "/nix/store/x"; } '
                 '{ lib = { }; }).testScript')
+    elif name == "vm-multinode":
+        nodes = " ".join(f'{node}.networking.primaryIPAddress = "{ip}";' for node, ip in MULTINODE_ADDRESSES.items())
+        expr = f"{MULTINODE}.testScript {{ nodes = {{ {nodes} }}; }}"
     else:
         expr = ('(import ./nix/tests/vm-backup.nix { module = { }; } { lib = { }; }).testScript '
                 '{ nodes.machine.services.workorder.package = "/nix/store/x-workorder"; }')
     return nix_eval_json(expr)
 
 
-@pytest.mark.parametrize("name", ["vm-loadtest", "vm-backup"])
+@pytest.mark.parametrize("name", ["vm-loadtest", "vm-backup", "vm-multinode"])
 def test_vm_test_script_compiles(name: str):
     script = vm_test_script(name)
     compile(script, name, "exec")
     assert "wait_for_unit(\"workorder.target\"" in script
     assert "copy_from_vm(" in script
+
+
+def test_vm_multinode_checks_the_scale_out_contract():
+    """The multi-node VM test gates what docs/nixos.md promises: one migration run, the SLA through
+    the balancer, no acknowledged write lost when app1 stops, a notification across nodes, and
+    Prometheus scraping every machine, with the nodes' addresses filled in from the test network."""
+    script = vm_test_script("vm-multinode")
+    assert 't.assertEqual(sorted(applied)[0], 0' in script and 't.assertEqual(sum(applied), rows' in script
+    command = re.search(r'"workorder-loadtest (.*?)2>&1', script, re.DOTALL).group(1)
+    assert "--host http://lb" in command and int(re.search(r"--users (\d+)", command).group(1)) >= 100
+    assert 't.assertEqual(status, 0' in script and 't.assertEqual(summary["verdict"], "pass")' in script
+    assert "systemctl stop workorder-gunicorn.service workorder-daphne.service" in script
+    assert 't.assertEqual(result["failed_after_5s"], [])' in script
+    assert 't.assertEqual(stored, len(ids)' in script
+    assert f"ws://{MULTINODE_ADDRESSES['app1']}:8002/ws/notifications/" in script
+    assert "app2.succeed(" in script and "notify([" in script
+    assert "length == 9" in script
+
+
+def test_vm_multinode_global_timeout_covers_its_own_waits():
+    timeout = nix_eval_json(f"{MULTINODE}.globalTimeout")
+    script = vm_test_script("vm-multinode")
+    waits = [int(value) for value in re.findall(r"timeout=(\d+)", script)]
+    assert timeout > sum(sorted(waits)[-3:]), (timeout, waits)
+
+
+@pytest.mark.parametrize("name", ["failover-load.py", "ws-listen.py"])
+def test_vm_multinode_helper_scripts_compile_and_are_used(name: str):
+    path = REPO / "nix" / "tests" / name
+    compile(read(path), name, "exec")
+    assert f"./{name}" in read(REPO / "nix" / "tests" / "vm-multinode.nix")
 
 
 def test_vm_loadtest_runs_the_gate_like_the_stack_test():

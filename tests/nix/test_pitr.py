@@ -77,8 +77,10 @@ def test_empty_or_missing_passphrase_and_bad_repository_index_are_refused(tmp_pa
 
 def test_passphrase_never_reaches_the_store_or_a_command_line():
     assert "readFile" not in PITR
-    assert re.search(r"passphraseFile = mkOption \{\s*type = types\.nullOr \(\s*types\.pathWith \{\s*inStore = false;",
-                     PITR)
+    # the option type shared by every secret file: a path outside the store (nix/secret-file.nix)
+    assert re.search(r"passphraseFile = mkOption \{\s*type = secretFile;", PITR)
+    assert "secretFile = import ./secret-file.nix lib;" in PITR
+    assert re.search(r"types\.pathWith \{\s*inStore = false;", (REPO / "nix" / "secret-file.nix").read_text())
     # units and postgresql.service get it as a systemd credential, never as an argument
     assert PITR.count('"${credential}:${cfg.passphraseFile}"') == 2
     assert "cipher-pass" not in re.sub(r"#.*", "", PITR)
