@@ -152,6 +152,62 @@ def test_migrate_locked_waits_for_the_lock_and_gives_up_after_its_timeout(fresh_
     assert manage(env, "migrate_locked", "--no-input", "--lock-timeout", "30", check=False).returncode == 0
 
 
+def test_migrate_locked_waits_for_a_database_that_starts_later(fresh_database, tmp_path):
+    """An app node booting before its database host: the command waits, then migrates; without a
+    database within --wait-for-database it fails naming the wait."""
+    import socket
+
+    url, env = fresh_database
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    db = dj_database_url.parse(url)
+    unreachable = {**env, "DATABASE_URL": f"postgres://{db['USER']}@127.0.0.1:{port}/{db['NAME']}",
+                   "DATABASE_CONNECT_TIMEOUT": "1"}
+    started = time.monotonic()
+    result = manage(unreachable, "migrate_locked", "--no-input", "--wait-for-database", "3", check=False)
+    assert result.returncode == 1 and time.monotonic() - started >= 3
+    assert "the database did not accept connections within 3s" in result.stderr
+    assert "migrate_locked: waiting for the database" in result.stdout
+
+    forward = {}
+
+    def relay():  # the database "starts" 2 s later: a TCP relay to the real server opens on the port
+        time.sleep(2)
+        listener = socket.create_server(("127.0.0.1", port))
+        forward["listener"] = listener
+        listener.settimeout(60)
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    try:
+        result = manage(unreachable, "migrate_locked", "--no-input", "--wait-for-database", "60", check=False,
+                        timeout=300)
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert "migrate_locked: waiting for the database" in result.stdout and "  Applying " in result.stdout
+    finally:
+        if "listener" in forward:
+            forward["listener"].close()
+
+
+def _pipe(source, target) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        target.close()
+
+
 def _has_migrations_table(url: str) -> bool:
     try:
         applied(url)

@@ -7,6 +7,9 @@ first takes a session advisory lock (core/migration_state.MIGRATION_LOCK_KEY) on
 session, so a node killed mid-migration frees it at once. Waiting longer than --lock-timeout seconds
 is an error (exit 1, naming the wait). SQLite (the embedded default, one node) needs no lock.
 
+An app node may start before its database host: the command first waits up to --wait-for-database
+seconds (default 300) for PostgreSQL to accept connections, with a line every 10 s naming the error.
+
 Every option of `migrate` works here too (`--check`, `--plan`, an app label and migration name).
 A session-level lock needs a session: run it against PostgreSQL directly or through a pooler in
 session mode, never through transaction pooling.
@@ -18,7 +21,7 @@ import time
 
 from django.core.management.base import CommandError
 from django.core.management.commands.migrate import Command as MigrateCommand
-from django.db import connections
+from django.db import OperationalError, connections
 
 from workorder.core.migration_state import MIGRATION_LOCK_KEY
 
@@ -34,12 +37,16 @@ class Command(MigrateCommand):
         super().add_arguments(parser)
         parser.add_argument("--lock-timeout", type=float, default=900.0,
                             help="seconds to wait for another node's migration (default 900, the unit's start timeout)")
+        parser.add_argument("--wait-for-database", type=float, default=300.0,
+                            help="seconds to wait for the database to accept connections (default 300)")
 
     def handle(self, *args, **options):
         lock_timeout = options.pop("lock_timeout")
+        wait_for_database = options.pop("wait_for_database")
         connection = connections[options["database"]]
         if connection.vendor != "postgresql":
             return super().handle(*args, **options)
+        self._wait_for_database(connection, wait_for_database)
         started = time.monotonic()
         self._acquire(connection, lock_timeout)
         waited = time.monotonic() - started
@@ -48,6 +55,23 @@ class Command(MigrateCommand):
             return super().handle(*args, **options)
         finally:
             self._release(connection)
+
+    def _wait_for_database(self, connection, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        next_report = time.monotonic()
+        while True:  # bounded by the deadline
+            try:
+                connection.ensure_connection()
+                return
+            except OperationalError as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                now = time.monotonic()
+                if now >= deadline:
+                    raise CommandError(f"the database did not accept connections within {timeout:g}s: {reason}") from None
+                if now >= next_report:
+                    self.stdout.write(f"migrate_locked: waiting for the database: {reason}")
+                    next_report = now + REPORT_EVERY_SECONDS
+                time.sleep(1.0)
 
     def _acquire(self, connection, lock_timeout: float) -> None:
         deadline = time.monotonic() + lock_timeout
