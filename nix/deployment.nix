@@ -296,6 +296,8 @@ rec {
   # enters the store nor a command line; :'password' quotes it as a literal.
   rolePasswordSql = role: ''
     \set password `cat "$CREDENTIALS_DIRECTORY/database_password"`
+    -- a failing statement must not be logged with the password in it
+    SET log_min_error_statement = panic;
     SET password_encryption = 'scram-sha-256';
     ALTER ROLE "${role}" WITH LOGIN PASSWORD :'password';
   '';

@@ -54,7 +54,11 @@ let
   isBalancer = role == "balancer";
   isDatabaseHost = role == "database";
   inherit (deployment) hostPort;
-  nftables = config.networking.nftables.enable;
+  # The firewall backend: networking.firewall.backend where this NixOS has it (iptables, nftables or
+  # firewalld), else what networking.nftables.enable chooses.
+  firewallBackend =
+    config.networking.firewall.backend or (if config.networking.nftables.enable then "nftables" else "iptables");
+  nftables = firewallBackend == "nftables";
   scrapers = cfg.monitoring.scrapers;
 
   isIpLiteral =
@@ -784,6 +788,14 @@ in
           message = "services.workorder.role = \"app\": PostgreSQL and Redis run elsewhere (database.createLocally and redis.createLocally must be false; the role's defaults).";
         }
         {
+          assertion = (role != "all" || scrapers != [ ]) -> firewallBackend != "firewalld";
+          message = "services.workorder: the per-address firewall rules of the app, balancer and database roles are written for the iptables or nftables firewall, not firewalld.";
+        }
+        {
+          assertion = lib.all isIpLiteral (cfg.databaseServer.clients ++ cfg.trustedProxies ++ scrapers);
+          message = "services.workorder: databaseServer.clients, trustedProxies and monitoring.scrapers take IP addresses or networks (pg_hba and the firewall need literals), not host names.";
+        }
+        {
           assertion = isAppNode -> (cfg.listen.address != null && cfg.trustedProxies != [ ]);
           message = "services.workorder.role = \"app\" needs listen.address (this node's address for the balancers) and trustedProxies (the balancers' addresses).";
         }
@@ -978,7 +990,10 @@ in
 
       systemd.services.workorder-gunicorn = {
         description = "workorder: gunicorn (WSGI)";
-        after = serviceOrdering.after ++ [ "workorder-migrate.service" ];
+        # An app node binds its own address (listen.address): wait until the network is configured.
+        wants = optional isAppNode "network-online.target";
+        after =
+          serviceOrdering.after ++ [ "workorder-migrate.service" ] ++ optional isAppNode "network-online.target";
         requires = serviceOrdering.requires ++ [ "workorder-migrate.service" ];
         partOf = [ "workorder.target" ];
         environment = serverEnvironment;
@@ -1014,10 +1029,14 @@ in
         # gunicorn empties the shared prometheus multiprocess directory when it starts
         # (gunicorn_conf.on_starting): daphne starts after it, and restarts with it (partOf), so
         # its metric files are always written after the wipe.
-        after = serviceOrdering.after ++ [
-          "workorder-migrate.service"
-          "workorder-gunicorn.service"
-        ];
+        wants = optional isAppNode "network-online.target";
+        after =
+          serviceOrdering.after
+          ++ [
+            "workorder-migrate.service"
+            "workorder-gunicorn.service"
+          ]
+          ++ optional isAppNode "network-online.target";
         requires = serviceOrdering.requires ++ [ "workorder-migrate.service" ];
         partOf = [
           "workorder.target"

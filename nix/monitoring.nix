@@ -118,11 +118,18 @@ in
 
     exporters.listenAddress = mkOption {
       type = types.str;
-      default = if cfg.scrapers == [ ] then "127.0.0.1" else "0.0.0.0";
-      defaultText = lib.literalExpression ''if scrapers == [ ] then "127.0.0.1" else "0.0.0.0"'';
+      default =
+        if cfg.scrapers == [ ] then
+          "127.0.0.1"
+        else if lib.any (lib.hasInfix ":") cfg.scrapers then
+          "[::]"
+        else
+          "0.0.0.0";
+      defaultText = lib.literalExpression ''if scrapers == [ ] then "127.0.0.1" else if an IPv6 scraper then "[::]" else "0.0.0.0"'';
       description = ''
         Address the exporters listen on. With {option}`services.workorder.monitoring.scrapers`
-        every interface, the firewall admitting those addresses only.
+        every interface (IPv6 and IPv4 when a scraper has an IPv6 address), the firewall admitting
+        those addresses only.
       '';
     };
 
@@ -211,7 +218,9 @@ in
 
     (mkIf (cfg.exporters.enable && cfg.scrapers != [ ]) (
       sourceFirewall {
-        nftables = config.networking.nftables.enable;
+        nftables =
+          (config.networking.firewall.backend or (if config.networking.nftables.enable then "nftables" else "iptables"))
+          == "nftables";
         rules = [
           {
             sources = cfg.scrapers;

@@ -259,9 +259,9 @@ in
           client.wait_for_unit("multi-user.target")
           # Each role runs its part only.
           for app in apps:
-              app.fail("systemctl cat postgresql.service nginx.service redis-workorder.service")
-          db.fail("systemctl cat workorder-gunicorn.service workorder-daphne.service nginx.service")
-          lb.fail("systemctl cat workorder-gunicorn.service postgresql.service redis-workorder.service")
+              app.fail("systemctl cat postgresql.service", "systemctl cat nginx.service", "systemctl cat redis-workorder.service")
+          db.fail("systemctl cat workorder-gunicorn.service", "systemctl cat workorder-daphne.service", "systemctl cat nginx.service")
+          lb.fail("systemctl cat workorder-gunicorn.service", "systemctl cat postgresql.service", "systemctl cat redis-workorder.service")
           # Singleton jobs: pruning on app1 only, backups where the database is.
           app1.succeed("systemctl cat workorder-prune-idempotency-keys.timer")
           app2.fail("systemctl cat workorder-prune-idempotency-keys.timer")
@@ -292,8 +292,8 @@ in
           t.assertIn("x-content-type-options: nosniff", headers)
           client.succeed("curl -fsS -o /dev/null http://lb/static/admin/css/base.css")
           for path in ["/metrics", "/metrics/", "/ready/"]:
-              status = client.succeed(f"curl -s -o /dev/null -w '%{{http_code}}' http://lb{path}").strip()
-              t.assertEqual(status, "403", f"the balancer must not expose {path}")
+              http_code = client.succeed(f"curl -s -o /dev/null -w '%{{http_code}}' http://lb{path}").strip()
+              t.assertEqual(http_code, "403", f"the balancer must not expose {path}")
 
       with subtest("Prometheus on lb scrapes every machine"):
           lb.wait_until_succeeds(
@@ -308,7 +308,10 @@ in
           t.assertEqual(jobs, "django,django,nginx,node,node,node,node,postgres,redis")
 
       with subtest("a WebSocket on app1 receives a notification created through app2"):
-          token = re.search(r"[0-9a-f]{40}", app1.succeed("workorder-manage issue_token loadtest-maker-0001")).group(0)
+          issued = app1.succeed("workorder-manage issue_token loadtest-maker-0001")
+          found = re.search(r"[0-9a-f]{40}", issued)
+          assert found is not None, issued
+          token = found.group(0)
           lb.succeed(
               "systemd-run --unit=ws-listen ws-listen "
               f"'ws://${ip "app1"}:8002/ws/notifications/?token={token}' lb through-app2 /tmp/ws-connected /tmp/ws-received"
@@ -344,8 +347,9 @@ in
               "--stopped-file /tmp/app1-stopped --out /tmp/failover.json"
           )
           time.sleep(20)
-          app1.succeed("systemctl stop workorder-gunicorn.service workorder-daphne.service")
+          # The stamp first: a request failing while gunicorn shuts down counts as after the stop.
           client.succeed("date +%s.%N > /tmp/app1-stopped")
+          app1.succeed("systemctl stop workorder-gunicorn.service workorder-daphne.service")
           client.wait_until_succeeds("test -s /tmp/failover.json", timeout=${toString (failoverSeconds + 300)})
           client.copy_from_vm("/tmp/failover.json")
           result = json.loads(client.succeed("cat /tmp/failover.json"))
