@@ -240,7 +240,8 @@ def measure_login_cost(stack: Stack, samples: int) -> dict:
     code = ("import time,django;django.setup();from django.contrib.auth.hashers import make_password,"
             "check_password,get_hasher;h=get_hasher();p=make_password('x');ts=[]\n"
             f"for _ in range({samples}):\n t=time.perf_counter();check_password('x',p);ts.append(time.perf_counter()-t)\n"
-            "print(h.algorithm,h.iterations,sum(ts)/len(ts))")
+            "params=','.join(f'{k}={v}' for k,v in h.safe_summary(p).items() if k not in ('algorithm','salt','hash'))\n"
+            "print(h.algorithm,params.replace(' ',''),sum(ts)/len(ts))")
     out = subprocess.run([sys.executable, "-c", code], env=stack.app_env(), capture_output=True, text=True,
                          check=True).stdout.split()
     http_times = []
@@ -248,7 +249,7 @@ def measure_login_cost(stack: Stack, samples: int) -> dict:
         t0 = time.perf_counter()
         stack.login(f"loadtest-operator-{i + 1:04d}")
         http_times.append(time.perf_counter() - t0)
-    return {"hasher": out[0], "iterations": int(out[1]), "check_password_ms": round(float(out[2]) * 1000, 1),
+    return {"hasher": out[0], "parameters": out[1], "check_password_ms": round(float(out[2]) * 1000, 1),
             "login_http_ms": round(statistics.mean(http_times) * 1000, 1), "samples": samples}
 
 
@@ -413,7 +414,7 @@ def _write(out_dir: Path, results: dict, rows: list[dict]) -> None:
           f"Command: `{results['command']}`", ""]
     if "login" in results:
         login = results["login"]
-        md += [(f"Login cost: {login['hasher']} with {login['iterations']:,} iterations: check_password "
+        md += [(f"Login cost: {login['hasher']} ({login['parameters']}): check_password "
                 f"{login['check_password_ms']} ms of CPU; POST /api/auth/login/ through nginx {login['login_http_ms']} ms "
                 f"(average of {login['samples']} sequential logins)."), ""]
     if "floor" in results:
