@@ -150,15 +150,20 @@ def count_rows(cur) -> dict[str, int]:
     return counts
 
 
-def database_counts(db: Database) -> dict[str, int]:
+def _read(db: Database, what: str, read):
+    """read(cursor) on a fresh connection to db; a database error becomes a BackupError naming `what`."""
     conn = db.connect()
     try:
         with conn.cursor() as cur:
-            return count_rows(cur)
+            return read(cur)
     except psycopg2.Error as exc:
-        raise BackupError(f"counting rows in {db.name} failed: {one_line(exc)}") from exc
+        raise BackupError(f"{what} {db.name} failed: {one_line(exc)}") from exc
     finally:
         conn.close()
+
+
+def database_counts(db: Database) -> dict[str, int]:
+    return _read(db, "counting rows in", count_rows)
 
 
 # Every text form a checksum reads is pinned, so the source and the scratch copy (another session,
@@ -201,14 +206,7 @@ def table_checksums(cur) -> dict[str, str]:
 
 
 def database_checksums(db: Database) -> dict[str, str]:
-    conn = db.connect()
-    try:
-        with conn.cursor() as cur:
-            return table_checksums(cur)
-    except psycopg2.Error as exc:
-        raise BackupError(f"checksumming the tables of {db.name} failed: {one_line(exc)}") from exc
-    finally:
-        conn.close()
+    return _read(db, "checksumming the tables of", table_checksums)
 
 
 def compare_checksums(expected: dict[str, str], actual: dict[str, str]) -> list[str]:
