@@ -36,6 +36,7 @@ import psycopg2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.pgbackrest import PitrCluster
+from workorder.backup.store import human_size
 
 SCHEMA = """
 CREATE TABLE work_order (
@@ -67,14 +68,6 @@ SELECT 1 + (g - 1) / {per_order}, 1 + (g - 1) % {per_order},
 FROM generate_series(1, {tasks}) g;
 ANALYZE;
 """
-
-
-def human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def tree_bytes(path: Path) -> int:
@@ -145,7 +138,7 @@ def main() -> int:
         cluster.pg.psql(POPULATE.format(orders=args.tasks // args.tasks_per_order, per_order=args.tasks_per_order,
                                         tasks=args.tasks))
         rows.append(("database", (f"{args.tasks:,} tasks, {args.tasks // args.tasks_per_order:,} work orders, "
-                                 f"{human(int(cluster.pg.psql('SELECT pg_database_size(current_database())')))}"
+                                 f"{human_size(int(cluster.pg.psql('SELECT pg_database_size(current_database())')))}"
                                  f" (loaded in {time.monotonic() - started:.1f} s)")))
         cluster.switch_and_wait_archived()
 
@@ -153,8 +146,8 @@ def main() -> int:
         cluster.backup("full")
         full_seconds = time.monotonic() - started
         full = cluster.info()[0]["backup"][-1]
-        rows.append(("full backup", (f"{full_seconds:.1f} s, {human(full['info']['repository']['size'])} stored "
-                                    f"({human(full['info']['size'])} of data)")))
+        rows.append(("full backup", (f"{full_seconds:.1f} s, {human_size(full['info']['repository']['size'])} stored "
+                                    f"({human_size(full['info']['size'])} of data)")))
 
         archive_dir = cluster.repository / "archive"
         wal_before = tree_bytes(archive_dir)
@@ -191,13 +184,13 @@ def main() -> int:
         per_day = wal_per_day + diff_bytes
         full_bytes = full["info"]["repository"]["size"]
         month = 31 * wal_per_day + 6 * full_bytes + 30 * diff_bytes  # retention by time keeps 5-6 weekly fulls
-        rows.append(("WAL archived (compressed, encrypted)", (f"{human(wal_archived)} in {workload_seconds:.0f} s "
-                                                              f"= {human(wal_per_day)}/day at this rate")))
-        rows.append(("differential backup after the workload", human(diff_bytes)))
-        rows.append(("repository growth per day", f"{human(per_day)} (WAL + one differential)"))
-        rows.append(("repository for 30 days of restore points", (f"~{human(month)} (31 days of WAL, 6 fulls, "
+        rows.append(("WAL archived (compressed, encrypted)", (f"{human_size(wal_archived)} in {workload_seconds:.0f} s "
+                                                              f"= {human_size(wal_per_day)}/day at this rate")))
+        rows.append(("differential backup after the workload", human_size(diff_bytes)))
+        rows.append(("repository growth per day", f"{human_size(per_day)} (WAL + one differential)"))
+        rows.append(("repository for 30 days of restore points", (f"~{human_size(month)} (31 days of WAL, 6 fulls, "
                                                                   "30 differentials; upper estimate)")))
-        rows.append(("repository now", human(tree_bytes(cluster.repository))))
+        rows.append(("repository now", human_size(tree_bytes(cluster.repository))))
     finally:
         cluster.cleanup()
 

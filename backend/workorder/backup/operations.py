@@ -72,14 +72,6 @@ class Config:
         return pg.find_pg_binary(name, self.pg_bindir)
 
 
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
 # -- media archive -------------------------------------------------------------------------------
 def write_media_tar(media_dir: Path, out: Path) -> tuple[int, int]:
     """Archive media_dir (paths relative to it, symlinks kept as links) into out; (files, bytes)."""
@@ -274,7 +266,7 @@ def _backup(cfg, started, verify_restore, retention_days, keep_at_least, prune, 
         except BaseException:
             writer.abort()
             raise
-        log(f"created {backup.name}: {_human(backup.size_bytes)}, {len(backup.manifest['row_counts'])} tables, "
+        log(f"created {backup.name}: {store.human_size(backup.size_bytes)}, {len(backup.manifest['row_counts'])} tables, "
             f"{sum(backup.manifest['row_counts'].values())} rows, "
             f"{'restore-verified' if backup.verified else 'checksummed (not restore-verified)'}")
         prune_error = None
@@ -390,7 +382,7 @@ def run_list(cfg: Config, as_json: bool, pitr_only: bool = False) -> int:
         for s in reversed(complete):
             counts = s.manifest.get("row_counts", {})
             media = s.manifest.get("media")
-            print(f"{s.name:<28} {s.created.strftime('%Y-%m-%d %H:%M:%S'):<20} {_human(s.size_bytes):>10}  "
+            print(f"{s.name:<28} {s.created.strftime('%Y-%m-%d %H:%M:%S'):<20} {store.human_size(s.size_bytes):>10}  "
                   f"{'yes' if s.verified else 'no':<8} {len(counts):>6} {sum(counts.values()):>10}  "
                   f"{media['files'] if media else '-'}")
     for _path, reason in broken:

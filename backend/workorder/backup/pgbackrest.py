@@ -30,7 +30,7 @@ from workorder.core.env import env
 
 from . import pg
 from .errors import EXIT_FAILED, EXIT_OK, BackupError, ConfigError, VerificationError, one_line
-from .store import replace_file_atomically
+from .store import human_size, replace_file_atomically
 
 # The parts of `pgbackrest info --output=json` read here (pgBackRest 2.45 .. 2.57).
 INFO_FIELDS = (
@@ -225,14 +225,6 @@ def _when(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
 def summary(stanza: Stanza) -> dict:
     """What `workorder-backup list --pitr --json` prints."""
     oldest = stanza.backups[0] if stanza.backups else None
@@ -259,8 +251,8 @@ def print_listing(stanza: Stanza, as_json: bool) -> None:
           f"cipher {stanza.cipher}")
     print(f"{'LABEL':<34} {'TYPE':<5} {'FINISHED (UTC)':<20} {'DB SIZE':>10} {'STORED':>10}  WAL START .. STOP")
     for b in reversed(stanza.backups):
-        print(f"{b.label:<34} {b.type:<5} {_when(b.stopped):<20} {_human(b.size_bytes):>10} "
-              f"{_human(b.repository_bytes):>10}  {b.wal_start or '-'} .. {b.wal_stop or '-'}"
+        print(f"{b.label:<34} {b.type:<5} {_when(b.stopped):<20} {human_size(b.size_bytes):>10} "
+              f"{human_size(b.repository_bytes):>10}  {b.wal_start or '-'} .. {b.wal_stop or '-'}"
               + ("  ERROR" if b.error else ""))
     print(f"newest archived WAL: {stanza.wal_max or '-'}")
     if stanza.backups:

@@ -307,3 +307,12 @@ def plan_retention(sets: list[BackupSet], now: datetime, retention_days: int,
         else:
             remove.append(backup)
     return keep, remove
+
+
+def human_size(size: float) -> str:
+    """Bytes as people read them: 512 B, 1.5 KiB, ... GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
