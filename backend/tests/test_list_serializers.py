@@ -7,6 +7,7 @@ with null fields, in three time zones. The generic output is computed without a 
 derived only() covers every field the serializer reads.
 """
 
+import datetime
 import zoneinfo
 
 import pytest
@@ -17,7 +18,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from tests import domain_builders as b
-from workorder.core.serializers import FastModelSerializer
+from workorder.core.serializers import FastModelSerializer, _converter
 from workorder.production import seeding, services
 from workorder.production.models import ProgressReport, Task, WorkOrder
 from workorder.production.serializers import (
@@ -161,3 +162,37 @@ def test_list_rows_fall_back_to_instances_when_a_field_needs_drfs_generic_code(d
 
     assert WithMethod.list_rows().query.values_select == ()  # model instances, not rows
     assert TaskSerializer.list_rows().query.values_select  # every task list field is compiled
+
+
+@pytest.mark.parametrize("zone", TIME_ZONES)
+def test_the_compiled_datetime_converter_renders_what_drfs_datetimefield_renders(zone):
+    drf_field = serializers.DateTimeField()
+    convert, zoned = _converter(drf_field)
+    assert zoned  # the fast path is the one under test
+    utc = datetime.UTC
+    values = [
+        datetime.datetime(2026, 3, 29, 0, 59, 59, 999999, tzinfo=utc),  # European DST change
+        datetime.datetime(2026, 11, 1, 5, 30, tzinfo=utc),  # North American DST change
+        datetime.datetime(2026, 6, 1, 12, 0, tzinfo=zoneinfo.ZoneInfo("Asia/Kathmandu")),
+        datetime.datetime(1, 1, 1, 0, 0, tzinfo=utc),
+        datetime.datetime(2026, 6, 1, 12, 0),  # naive: DRF's make_aware path
+        "2026-06-01T12:00:00Z",  # strings pass through
+    ]
+    with timezone.override(zoneinfo.ZoneInfo(zone)):
+        current = timezone.get_current_timezone()
+        for value in values:
+            try:
+                expected = drf_field.to_representation(value)
+            except serializers.ValidationError as error:  # year 1 west of UTC: DRF's overflow error
+                with pytest.raises(serializers.ValidationError) as raised:
+                    convert(value, current)
+                assert raised.value.detail == error.detail
+                continue
+            assert convert(value, current) == expected, value
+
+
+def test_datetime_fields_with_their_own_format_or_zone_keep_drfs_code():
+    for drf_field in (serializers.DateTimeField(format="%Y"), serializers.DateTimeField(default_timezone=datetime.UTC),
+                      serializers.DateTimeField(format=None)):
+        convert, zoned = _converter(drf_field)
+        assert not zoned and convert == drf_field.to_representation
