@@ -180,6 +180,33 @@ def test_notification_created_in_another_process_by_notify(runtime):
     assert message["id"] == created["id"] and message["message"] == "from a shell" and message["object"] is None
 
 
+def test_a_push_sends_only_to_recipients_with_an_open_socket(runtime):
+    """notify() to a connected user and two users without a socket: one group_send, and it arrives."""
+    users = runtime["users"]
+    with ws_connect(runtime["daphne"], users["rt_operator"]["token"]) as ws:
+        wait_subscribed(ws)
+        code = (
+            "import json; from django.db import transaction\n"
+            "from channels_redis.core import RedisChannelLayer\n"
+            "sent = []\n"
+            "original = RedisChannelLayer.group_send\n"
+            "async def counting(self, group, message):\n"
+            "    sent.append(group)\n"
+            "    await original(self, group, message)\n"
+            "RedisChannelLayer.group_send = counting\n"
+            "from workorder.notifications.services import notify\n"
+            "with transaction.atomic():\n"
+            f"    rows = notify([{users['rt_maker']['id']}, {users['rt_operator']['id']}, {users['rt_other']['id']}],"
+            " 'task_assigned', 'to three')\n"
+            "print(json.dumps({'ids': {row.recipient_id: row.pk for row in rows}, 'sent': sent}))\n"
+        )
+        created = run_python(runtime["env"], code)
+        message = receive_notification(ws, timeout=2.0)
+    assert len(created["ids"]) == 3  # every recipient has the row
+    assert created["sent"] == [f"notifications.user.{users['rt_operator']['id']}"]
+    assert message["id"] == created["ids"][str(users["rt_operator"]["id"])]
+
+
 def test_mark_read_over_the_socket_only_for_own_notifications(runtime):
     users, gunicorn = runtime["users"], runtime["gunicorn"]
     with ws_connect(runtime["daphne"], users["rt_maker"]["token"]) as ws:

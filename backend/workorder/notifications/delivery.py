@@ -17,6 +17,8 @@ import threading
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from . import connections
+
 logger = logging.getLogger(__name__)
 
 PUSH_TIMEOUT_SECONDS = 2.0
@@ -92,7 +94,8 @@ def push(notifications) -> None:
     messages = [(group_name(n.recipient_id), {"type": "notification.message", "payload": serialize(n)})
                 for n in notifications]
     if messages:
-        _deliver(messages, f"realtime push of {len(messages)} notification(s)")
+        _deliver(messages, f"realtime push of {len(messages)} notification(s)",
+                 recipients=[n.recipient_id for n in notifications])
 
 
 def close_revoked(user_id: int, token_ids: list[int] | None) -> None:
@@ -102,7 +105,8 @@ def close_revoked(user_id: int, token_ids: list[int] | None) -> None:
     _deliver([(group_name(user_id), event)], f"closing the websockets of user {user_id}'s revoked tokens")
 
 
-def _deliver(messages: list[tuple[str, dict]], what: str) -> None:
+def _deliver(messages: list[tuple[str, dict]], what: str, recipients: list[int] | None = None) -> None:
+    """recipients[i]: the user messages[i] is for, to skip users with no open socket (Redis only)."""
     try:
         layer = get_channel_layer()
         if layer is None:
@@ -112,7 +116,7 @@ def _deliver(messages: list[tuple[str, dict]], what: str) -> None:
             # which async_to_sync finds when called from inside sync_to_async.
             async_to_sync(_push_with_timeout)(layer, messages)
             return
-        future = asyncio.run_coroutine_threadsafe(_push_with_timeout(layer, messages), _loop_for_push())
+        future = asyncio.run_coroutine_threadsafe(_push_with_timeout(layer, messages, recipients), _loop_for_push())
         try:
             future.result(timeout=PUSH_TIMEOUT_SECONDS + 1)
         except BaseException:
@@ -122,5 +126,54 @@ def _deliver(messages: list[tuple[str, dict]], what: str) -> None:
         logger.warning("%s skipped: %s: %s", what, type(exc).__name__, exc)
 
 
-async def _push_with_timeout(layer, messages) -> None:
-    await asyncio.wait_for(_send_all(layer, messages), timeout=PUSH_TIMEOUT_SECONDS)
+async def _push_with_timeout(layer, messages, recipients: list[int] | None = None) -> None:
+    async def send() -> None:
+        await _send_all(layer, messages if recipients is None else await _to_open_sockets(messages, recipients))
+
+    await asyncio.wait_for(send(), timeout=PUSH_TIMEOUT_SECONDS)
+
+
+_registry_clients: dict[asyncio.AbstractEventLoop, object] = {}
+
+
+def _registry_client():
+    """An asyncio Redis client for the running loop (the push loop), or None without Redis. Not
+    connections.redis_client(): that one follows daphne's loop, and sharing it would recreate it at
+    every switch between the two loops."""
+    from django.conf import settings
+
+    url = getattr(settings, "REDIS_URL", None)
+    if not url:
+        return None
+    loop = asyncio.get_running_loop()
+    client = _registry_clients.get(loop)
+    if client is None:
+        import redis.asyncio
+
+        for closed in [other for other in _registry_clients if other.is_closed()]:
+            del _registry_clients[closed]
+        client = _registry_clients[loop] = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2,
+                                                                         socket_timeout=2)
+    return client
+
+
+async def _to_open_sockets(messages: list[tuple[str, dict]], recipients: list[int]) -> list[tuple[str, dict]]:
+    """The messages whose recipient has an open socket in some daphne process, by the per-user registry
+    (connections.UserSocketRegistry: a socket is registered before it joins its group, and stays
+    registered while open). One pipelined round trip instead of a group_send (three round trips and a
+    script) per recipient: a task event notifies every supervisor of a department, most of them not
+    connected. A registry Redis cannot answer filters nothing."""
+    client = _registry_client()
+    users = list(dict.fromkeys(recipients))
+    if client is None or not users:
+        return messages
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for user_id in users:
+                pipe.exists(connections.user_sockets.key(user_id))
+            found = await pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - unknown: send to everyone, as without the registry
+        logger.debug("socket registry unreadable, pushing to every recipient: %s", exc)
+        return messages
+    connected = {user_id for user_id, exists in zip(users, found, strict=True) if exists}
+    return [message for message, user_id in zip(messages, recipients, strict=True) if user_id in connected]
