@@ -23,6 +23,9 @@ from .serializers import (
     WorkOrderWriteSerializer,
 )
 
+# Views whose get_object() only decides 404 and hands the primary key to a service.
+WRITE_ACTIONS = frozenset({"assign", "claim", "update_progress", "complete", "partial_update", "approve", "reject"})
+
 
 @extend_schema_view(
     list=extend_schema(summary="Tasks visible to you (paginated, filterable, orderable)"),
@@ -37,6 +40,8 @@ class TaskViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if self.action == "list":  # rows, not instances (core/serializers.py)
             return TaskSerializer.list_rows(Task.objects.visible_to(self.request.user)).order_by("id")
+        if self.action in WRITE_ACTIONS:  # get_object() is the 404 check; the service reads and locks the row
+            return Task.objects.visible_to(self.request.user).only("pk")
         queryset = TaskSerializer.list_queryset(Task.objects.visible_to(self.request.user)).order_by("id")
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
@@ -110,6 +115,8 @@ class WorkOrderViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if self.action == "list":  # rows, not instances (core/serializers.py)
             return WorkOrderSerializer.list_rows(WorkOrder.objects.visible_to(self.request.user)).order_by("-id")
+        if self.action in WRITE_ACTIONS:  # get_object() is the 404 check; the service reads and locks the row
+            return WorkOrder.objects.visible_to(self.request.user).only("pk")
         queryset = WorkOrderSerializer.list_queryset(WorkOrder.objects.visible_to(self.request.user)).order_by("-id")
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
