@@ -3,7 +3,9 @@
 /health/, /ready/ and /metrics/ are probed on gunicorn's loopback port by systemd, the test harness and
 Prometheus with whatever Host header they have (e.g. 127.0.0.1:8001) and over plain HTTP. They produce
 no URLs, so host-header validation protects nothing there; /metrics/ has its own access control.
-Place this right after django_prometheus's PrometheusBeforeMiddleware.
+Place this near the top of MIDDLEWARE, before the edge middlewares (core/edge.py). Its answers
+never reach RequestMetricsMiddleware (core/request_metrics.py, last), so probes and scrapes are not
+counted as API requests.
 """
 
 from __future__ import annotations
