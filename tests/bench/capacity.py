@@ -281,16 +281,37 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
             *stack.loadtest_account_args()]
     history = report_dir / "locust_stats_history.csv"
     history.unlink(missing_ok=True)  # a previous run's rows are not this step's progress
-    sampler = CpuSampler(stack.server_pids()).start()
-    with Ticker(PROGRESS_SECONDS, locust_progress(history), prefix=f"[capacity] {users} users"):
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=3600, cwd=str(report_dir),
-                                env={**os.environ, **stack.loadtest_env()})
-    cpu = sampler.stop()
+    ramp_s = users / spawn_rate
+    with (Ticker(PROGRESS_SECONDS, locust_progress(history), prefix=f"[capacity] {users} users"),
+          open(report_dir / "stdout.txt", "w") as out, open(report_dir / "stderr.txt", "w") as err):
+        process = subprocess.Popen(argv, stdout=out, stderr=err, text=True, cwd=str(report_dir),
+                                   env={**os.environ, **stack.loadtest_env()})
+        # Server CPU and the per-view split cover the steady state only, like Locust's --reset-stats:
+        # the ramp-up's logins are reported apart.
+        try:
+            process.wait(timeout=ramp_s + 1)
+        except subprocess.TimeoutExpired:
+            pass
+        views_before = view_cpu(stack)
+        sampler = CpuSampler(stack.server_pids()).start()
+        try:
+            returncode = process.wait(timeout=3600)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        cpu = sampler.stop()
+        views = view_cpu_delta(views_before, view_cpu(stack))
+    result = subprocess.CompletedProcess(argv, returncode, (report_dir / "stdout.txt").read_text(),
+                                         (report_dir / "stderr.txt").read_text())
     (report_dir / "stdout.txt").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    (report_dir / "stderr.txt").unlink()
     figures = loadtest_figures(report_dir, stack)
     if figures.get("requests"):
         # requests/s over the measured window (the summary's run times include the ramp-up)
         figures["rps"] = round(figures["requests"] / measured_s, 1)
+        # the CPU of every server process over the steady state / the HTTP requests completed in it
+        figures["server_cpu_ms_per_request"] = round(
+            cpu["server_cpu_cores"] * cpu["wall_s"] * 1000 / figures["requests"], 2)
     summary = stack.loadtest_summary(report_dir)
     rows = summary.get("thresholds") or []
     http_rows = [r for r in rows if r.get("target") == "http"]
@@ -304,19 +325,67 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
         missed = [f"{r['target']} {r['threshold']}" for r in rows if r.get("result") == "FAIL"]
         verdict, sla_met = ("HTTP SLA met; missed: " if http_pass else "SLA missed: ") + ", ".join(missed), http_pass
     return {"users": users, "spawn_rate": spawn_rate, "run_time": run_time, "exit_code": result.returncode,
-            "verdict": verdict, "sla_met": sla_met, **figures, **cpu,
+            "verdict": verdict, "sla_met": sla_met, **figures, **cpu, "views": views,
             "report_dir": str(report_dir.relative_to(REPO_ROOT)) if report_dir.is_relative_to(REPO_ROOT) else str(report_dir),
             "tail": result.stdout[-3000:]}
 
 
+def view_cpu(stack: Stack) -> dict[tuple[str, str], list[float]]:
+    """{(view, method): [gunicorn thread CPU seconds, responses]} summed over gunicorn's workers, from its
+    /metrics/ (workorder_http_request_cpu_seconds_total and django_http_responses_total_by_status_view_method)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = stack.get_metrics()
+    totals: dict[tuple[str, str], list[float]] = {}
+    if status != 200:
+        return totals
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "workorder_http_request_cpu_seconds_total":
+                slot = 0
+            elif sample.name == "django_http_responses_total_by_status_view_method_total":
+                slot = 1
+            else:
+                continue
+            key = (sample.labels.get("view", ""), sample.labels.get("method", ""))
+            totals.setdefault(key, [0.0, 0.0])[slot] += sample.value
+    return totals
+
+
+def view_cpu_delta(before: dict, after: dict) -> list[dict]:
+    """Per view over the steady state: responses, CPU ms per response, share of the views' CPU."""
+    rows = []
+    for key, (cpu, count) in after.items():
+        cpu0, count0 = before.get(key, [0.0, 0.0])
+        if count - count0 > 0:
+            rows.append({"view": key[0], "method": key[1], "responses": int(count - count0),
+                         "cpu_s": cpu - cpu0})
+    total = sum(r["cpu_s"] for r in rows) or 1.0
+    for r in rows:
+        r["cpu_ms_per_response"] = round(r["cpu_s"] * 1000 / r["responses"], 2)
+        r["cpu_share"] = round(r["cpu_s"] / total, 3)
+    return sorted(rows, key=lambda r: -r["cpu_s"])
+
+
+def fmt_views(row: dict) -> str:
+    lines = [f"{row['users']} users, steady state: gunicorn thread CPU per view (workorder_http_request_cpu_seconds_total)",
+             "", "| view | method | responses | CPU ms / response | share of views' CPU |", "|---|---|---:|---:|---:|"]
+    for r in row.get("views") or []:
+        lines.append(f"| {r['view']} | {r['method']} | {r['responses']} | {r['cpu_ms_per_response']:.2f} | "
+                     f"{100 * r['cpu_share']:.1f} % |")
+    return "\n".join(lines)
+
+
 def fmt_table(rows: list[dict]) -> str:
     lines = [("| users | requests/s | average ms | p50 ms | p95 ms | p99 ms | error rate | server CPU (cores of "
-              f"{psutil.cpu_count()}) | machine busy | verdict | logins: avg ms (n) | WebSocket: p95 ms, failures |"),
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+              f"{psutil.cpu_count()}) | server CPU ms / request | machine busy | verdict | logins: avg ms (n) | "
+              "WebSocket: p95 ms, failures |"),
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.get('users')} | {r.get('rps', 0):.1f} | {r.get('avg_ms', 0):.0f} | {r.get('p50_ms', 0):.0f} | "
                      f"{r.get('p95_ms', 0):.0f} | {r.get('p99_ms', 0):.0f} | {100 * r.get('error_rate', 0):.3f} % | "
-                     f"{r.get('server_cpu_cores', 0):.2f} | {r.get('machine_busy_cores', 0):.2f} | {r.get('verdict', '')} | "
+                     f"{r.get('server_cpu_cores', 0):.2f} | {r.get('server_cpu_ms_per_request', 0):.2f} | "
+                     f"{r.get('machine_busy_cores', 0):.2f} | {r.get('verdict', '')} | "
                      f"{(r.get('login_avg_ms') or 0):.0f} ({r.get('logins') or 0}) | "
                      f"{(r.get('ws_p95_ms') or 0):.0f}, {r.get('ws_failures') or 0} |")
     return "\n".join(lines)
@@ -359,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [int(s) for s in args.steps.split(",") if s.strip()]
     options = StackOptions(work_orders=args.work_orders, min_tasks=args.min_tasks, operators=args.operators,
                            supervisors=args.supervisors, makers=args.makers, rate_limit="100000r/s", rate_burst=100000,
-                           nginx_access_log=False)
+                           nginx_access_log=False, scrape_interval="15s")  # the module's scrape interval
     stack = Stack(options)
     with_floor(stack)
     started = datetime.now(UTC)
@@ -392,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
             row = run_step(stack, users, args.step_time, out_dir, spawn_rate)
             rows.append(row)
             print(row.pop("tail"))
-            print(fmt_table(rows), flush=True)
+            print(fmt_table(rows) + "\n\n" + fmt_views(row), flush=True)
             _write(out_dir, results, rows)
             if not row["sla_met"] and not args.keep_going:
                 break
@@ -419,7 +488,10 @@ def _write(out_dir: Path, results: dict, rows: list[dict]) -> None:
                 f"(average of {login['samples']} sequential logins)."), ""]
     if "floor" in results:
         md += ["Framework floor:", "", fmt_floor(results["floor"]), ""]
-    md += ["SLA steps (workorder-loadtest, HTTP requests only):", "", fmt_table(rows), ""]
+    md += ["SLA steps (workorder-loadtest, HTTP requests only; server CPU over the steady state):", "",
+           fmt_table(rows), ""]
+    for row in rows:
+        md += [fmt_views(row), ""]
     if results.get("largest_passing_users") is not None:
         md.append(f"Largest user count meeting the SLA: {results['largest_passing_users']}")
     (out_dir / "capacity.md").write_text("\n".join(md) + "\n")

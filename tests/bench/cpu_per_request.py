@@ -165,6 +165,8 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy CPU profile per endpoint")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", type=Path, help="also write the Markdown to this file")
+    parser.add_argument("--workers", type=int, help="GUNICORN_WORKERS (default: the package's, 2 x cores + 1)")
+    parser.add_argument("--threads", type=int, help="GUNICORN_THREADS (default: the package's)")
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n] or list(ENDPOINTS)
     unknown = set(names) - set(ENDPOINTS)
@@ -174,7 +176,8 @@ def main() -> int:
         names.insert(0, "floor")  # the ratio column needs it
 
     options = StackOptions(work_orders=args.work_orders, monitoring=False, rate_limit="100000r/s",
-                           rate_burst=100000, nginx_access_log=False)
+                           rate_burst=100000, nginx_access_log=False, gunicorn_workers=args.workers,
+                           gunicorn_extra_env={"GUNICORN_THREADS": str(args.threads)} if args.threads else {})
     stack = Stack(options)
     with_floor(stack)
     rows, profiles = [], {}
@@ -208,7 +211,8 @@ def main() -> int:
     floor_rps = next(r["rps"] for r in rows if r["name"] == "floor")
     lines = [
         (f"Closed loop, {args.concurrency} requests in flight, {args.duration:.0f} s per endpoint through nginx, "
-         f"{args.work_orders} work orders; client on the same machine ({os.cpu_count()} cores)."), "",
+         f"{args.work_orders} work orders; client on the same machine ({os.cpu_count()} cores); gunicorn "
+         f"workers {args.workers or 'default'}, threads {args.threads or 'default'}."), "",
         ("| endpoint | requests/s | share of floor | p50 ms | p95 ms | p99 ms | errors | server CPU ms/request "
          "| gunicorn / PostgreSQL / nginx / Redis cores | in-process ms (CPU) | SQL queries |"),
         "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",

@@ -554,6 +554,15 @@ class Stack:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
+    def get_metrics(self, timeout: float = 10) -> tuple[int, bytes]:
+        """gunicorn's /metrics/ on its loopback port (summed over workers), as Prometheus scrapes it."""
+        url = f"http://127.0.0.1:{self.gunicorn_metrics_port}/metrics/"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
     # -- the Locust suite (workorder-loadtest, loadtest/) -----------------------------------------
     def loadtest_account_args(self) -> list[str]:
         """The seeded account pool, as workorder-loadtest's flags (loadtest/workorder_loadtest/options.py)."""
