@@ -420,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-time", type=int, default=20)
     parser.add_argument("--login-samples", type=int, default=10)
     parser.add_argument("--keep-going", action="store_true", help="run every step even after the SLA breaks")
+    parser.add_argument("--workers", type=int, help="GUNICORN_WORKERS (default: the package's, 2 x cores + 1)")
+    parser.add_argument("--threads", type=int, help="GUNICORN_THREADS (default: the package's)")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "reports" / "bench")
     args = parser.parse_args(argv)
 
@@ -428,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = [int(s) for s in args.steps.split(",") if s.strip()]
     options = StackOptions(work_orders=args.work_orders, min_tasks=args.min_tasks, operators=args.operators,
                            supervisors=args.supervisors, makers=args.makers, rate_limit="100000r/s", rate_burst=100000,
-                           nginx_access_log=False, scrape_interval="15s")  # the module's scrape interval
+                           nginx_access_log=False, scrape_interval="15s",  # the module's scrape interval
+                           gunicorn_workers=args.workers,
+                           gunicorn_extra_env={"GUNICORN_THREADS": str(args.threads)} if args.threads else {})
     stack = Stack(options)
     with_floor(stack)
     started = datetime.now(UTC)
