@@ -163,48 +163,54 @@ def test_notification_from_gunicorn_reaches_both_connections_of_the_user_within_
             bystander.recv(timeout=0.5)  # other users get nothing
 
 
+# Counts the channel layer's group sends of the shell below (printed as "sent").
+COUNT_GROUP_SENDS = (
+    "from channels_redis.core import RedisChannelLayer\n"
+    "original = RedisChannelLayer.group_send\n"
+    "async def counting(self, group, message):\n"
+    "    sent.append(group)\n"
+    "    await original(self, group, message)\n"
+    "RedisChannelLayer.group_send = counting\n"
+)
+
+
+def notify_in_a_shell(runtime, recipient_ids: list[int], text: str) -> dict:
+    """notify() in a separate process (a management shell): {"ids": {recipient: notification id},
+    "sent": the groups it sent to}."""
+    code = (
+        "import json; from django.db import transaction\n"
+        "sent = []\n"
+        + COUNT_GROUP_SENDS
+        + "from workorder.notifications.services import notify\n"
+        "with transaction.atomic():\n"
+        f"    rows = notify({recipient_ids!r}, 'task_assigned', {text!r})\n"
+        "print(json.dumps({'ids': {row.recipient_id: row.pk for row in rows}, 'sent': sent}))\n"
+    )
+    return run_python(runtime["env"], code)
+
+
 def test_notification_created_in_another_process_by_notify(runtime):
     """notify() in a separate process (a management shell) pushes through Redis to daphne."""
-    users = runtime["users"]
-    with ws_connect(runtime["daphne"], users["rt_operator"]["token"]) as ws:
+    operator = runtime["users"]["rt_operator"]["id"]
+    with ws_connect(runtime["daphne"], runtime["users"]["rt_operator"]["token"]) as ws:
         wait_subscribed(ws)
-        code = (
-            "import json; from django.db import transaction\n"
-            "from workorder.notifications.services import notify\n"
-            "with transaction.atomic():\n"
-            f"    rows = notify([{users['rt_operator']['id']}], 'task_assigned', 'from a shell')\n"
-            "print(json.dumps({'id': rows[0].pk}))\n"
-        )
-        created = run_python(runtime["env"], code)
+        created = notify_in_a_shell(runtime, [operator], "from a shell")
         message = receive_notification(ws, timeout=2.0)
-    assert message["id"] == created["id"] and message["message"] == "from a shell" and message["object"] is None
+    assert message["id"] == created["ids"][str(operator)]
+    assert message["message"] == "from a shell" and message["object"] is None
 
 
 def test_a_push_sends_only_to_recipients_with_an_open_socket(runtime):
     """notify() to a connected user and two users without a socket: one group_send, and it arrives."""
     users = runtime["users"]
+    operator = users["rt_operator"]["id"]
     with ws_connect(runtime["daphne"], users["rt_operator"]["token"]) as ws:
         wait_subscribed(ws)
-        code = (
-            "import json; from django.db import transaction\n"
-            "from channels_redis.core import RedisChannelLayer\n"
-            "sent = []\n"
-            "original = RedisChannelLayer.group_send\n"
-            "async def counting(self, group, message):\n"
-            "    sent.append(group)\n"
-            "    await original(self, group, message)\n"
-            "RedisChannelLayer.group_send = counting\n"
-            "from workorder.notifications.services import notify\n"
-            "with transaction.atomic():\n"
-            f"    rows = notify([{users['rt_maker']['id']}, {users['rt_operator']['id']}, {users['rt_other']['id']}],"
-            " 'task_assigned', 'to three')\n"
-            "print(json.dumps({'ids': {row.recipient_id: row.pk for row in rows}, 'sent': sent}))\n"
-        )
-        created = run_python(runtime["env"], code)
+        created = notify_in_a_shell(runtime, [users["rt_maker"]["id"], operator, users["rt_other"]["id"]], "to three")
         message = receive_notification(ws, timeout=2.0)
     assert len(created["ids"]) == 3  # every recipient has the row
-    assert created["sent"] == [f"notifications.user.{users['rt_operator']['id']}"]
-    assert message["id"] == created["ids"][str(users["rt_operator"]["id"])]
+    assert created["sent"] == [f"notifications.user.{operator}"]
+    assert message["id"] == created["ids"][str(operator)]
 
 
 def test_mark_read_over_the_socket_only_for_own_notifications(runtime):
