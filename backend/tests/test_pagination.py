@@ -92,3 +92,24 @@ def test_a_stale_cached_count_never_claims_fewer_rows_than_the_first_page_shows(
     assert len(body["results"]) == 2
     # the first page fetched page_size + 1 = 3 rows: that many exist, whatever the cache says
     assert body["count"] == 3 and body["next"] is not None
+
+
+@pytest.mark.parametrize("who, path, joins", [
+    ("cut_op", "/api/tasks/?page_size=2", 0),  # the department's tasks: no join at all
+    ("admin", "/api/workorders/?page_size=2", 0),
+    ("maker", "/api/tasks/?page_size=2", 1),  # makers see the tasks of their orders: the one join that filters
+])
+def test_a_list_count_joins_only_what_its_filters_need_and_counts_the_rows_the_pages_show(shop, who, path, joins):
+    api = b.client(getattr(shop, who))
+    with CaptureQueriesContext(connection) as ctx:
+        body = api.get(path).json()
+    [count_sql] = count_queries(ctx)
+    assert count_sql.upper().count(" JOIN ") == joins, count_sql
+    shown, page = [], 1
+    while True:  # every page, uncounted: the rows themselves
+        rows = api.get(f"{path}&page={page}").json()
+        shown += rows["results"]
+        if rows["next"] is None:
+            break
+        page += 1
+    assert body["count"] == len(shown) == len({row["id"] for row in shown}) > 2

@@ -105,11 +105,13 @@ counts = _CountCache()
 class CachedCountPaginator(Paginator):
     """A Django Paginator whose `count` comes from the cache when the same query was counted recently."""
 
-    def __init__(self, object_list, per_page, *args, count_key: str | None = None, **kwargs):
+    def __init__(self, object_list, per_page, *args, count_key: str | None = None, count_queryset=None, **kwargs):
         super().__init__(object_list, per_page, *args, **kwargs)
         if count_key is None and hasattr(object_list, "query"):
             count_key = count_cache_key(object_list)
         self.count_key = count_key
+        # The same rows without the page's joins (see StandardPagination.paginate_queryset).
+        self.count_queryset = count_queryset
 
     @cached_property
     def count(self) -> int:
@@ -117,7 +119,7 @@ class CachedCountPaginator(Paginator):
             cached = counts.get(self.count_key)
             if cached is not None:
                 return cached
-        value = super().count
+        value = self.count_queryset.count() if self.count_queryset is not None else super().count
         if self.count_key is not None:
             counts.set(self.count_key, value)
         return value
@@ -158,7 +160,15 @@ class StandardPagination(PageNumberPagination):
         if number < 1:
             raise ValidationError({"page": ["A positive integer is required."]})
 
-        paginator = self.django_paginator_class(queryset, page_size,
+        count_queryset = None
+        page_rows = getattr(view, "page_rows", None)
+        if page_rows is not None:
+            # The view filtered and ordered a plain queryset; the page is read as rows with the columns
+            # (and joins) of its serializer, the COUNT runs on the plain one: the same rows (the joins
+            # follow foreign keys, inner ones only where the key is NOT NULL), without joining four
+            # tables for each of them (a department's task count: ~22 ms with the joins).
+            count_queryset, queryset = queryset, page_rows(queryset)
+        paginator = self.django_paginator_class(queryset, page_size, count_queryset=count_queryset,
                                                 count_key=count_cache_key(queryset, request, view))
         if number == 1:
             # Fetch the first page without counting; a short page *is* the count.

@@ -38,8 +38,8 @@ class TaskViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     ordering = ["id"]
 
     def get_queryset(self):
-        if self.action == "list":  # rows, not instances (core/serializers.py)
-            return TaskSerializer.list_rows(Task.objects.visible_to(self.request.user)).order_by("id")
+        if self.action == "list":  # filtered, counted, then read as rows (page_rows)
+            return Task.objects.visible_to(self.request.user).order_by("id")
         if self.action in WRITE_ACTIONS:  # get_object() is the 404 check; the service reads and locks the row
             return Task.objects.visible_to(self.request.user).only("pk")
         queryset = TaskSerializer.list_queryset(Task.objects.visible_to(self.request.user)).order_by("id")
@@ -52,6 +52,10 @@ class TaskViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
 
     def get_serializer_class(self):
         return TaskDetailSerializer if self.action == "retrieve" else TaskSerializer
+
+    def page_rows(self, queryset):
+        """A list page: rows, not instances (core/serializers.py; core/pagination.py counts `queryset`)."""
+        return TaskSerializer.list_rows(queryset)
 
     def count_scope(self, request):
         return Task.objects.visibility_scope(request.user)
@@ -113,8 +117,8 @@ class WorkOrderViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     ordering = ["-id"]
 
     def get_queryset(self):
-        if self.action == "list":  # rows, not instances (core/serializers.py)
-            return WorkOrderSerializer.list_rows(WorkOrder.objects.visible_to(self.request.user)).order_by("-id")
+        if self.action == "list":  # filtered, counted, then read as rows (page_rows)
+            return WorkOrder.objects.visible_to(self.request.user).order_by("-id")
         if self.action in WRITE_ACTIONS:  # get_object() is the 404 check; the service reads and locks the row
             return WorkOrder.objects.visible_to(self.request.user).only("pk")
         queryset = WorkOrderSerializer.list_queryset(WorkOrder.objects.visible_to(self.request.user)).order_by("-id")
@@ -135,6 +139,10 @@ class WorkOrderViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
 
     def count_scope(self, request):
         return WorkOrder.objects.visibility_scope(request.user)
+
+    def page_rows(self, queryset):
+        """A list page: rows, not instances (core/serializers.py; core/pagination.py counts `queryset`)."""
+        return WorkOrderSerializer.list_rows(queryset)
 
     def _respond(self, work_order_id: int, status_code=status.HTTP_200_OK):
         work_order = WorkOrderSerializer.list_queryset().get(pk=work_order_id)
