@@ -7,6 +7,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from workorder.core.api import ApiViewMixin
+from workorder.core.pagination import ListPageMixin
 
 from . import services
 from .filters import TaskFilter, WorkOrderFilter
@@ -31,14 +32,14 @@ WRITE_ACTIONS = frozenset({"assign", "claim", "update_progress", "complete", "pa
     list=extend_schema(summary="Tasks visible to you (paginated, filterable, orderable)"),
     retrieve=extend_schema(summary="One task with its progress reports"),
 )
-class TaskViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+class TaskViewSet(ApiViewMixin, ListPageMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Task.objects.none()  # for the schema; get_queryset() applies visibility
     filterset_class = TaskFilter
     ordering_fields = ["id", "created_at", "updated_at", "sequence"]
     ordering = ["id"]
 
     def get_queryset(self):
-        if self.action == "list":  # filtered, counted, then read as rows (page_rows)
+        if self.action == "list":  # filtered, counted, then read as rows (page_rows, ListPageMixin)
             return Task.objects.visible_to(self.request.user).order_by("id")
         if self.action in WRITE_ACTIONS:  # get_object() is the 404 check; the service reads and locks the row
             return Task.objects.visible_to(self.request.user).only("pk")
@@ -109,7 +110,7 @@ class TaskViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     partial_update=extend_schema(request=WorkOrderUpdateSerializer, responses={200: WorkOrderSerializer},
                                  summary="Change a work order (plan fields only while pending approval)"),
 )
-class WorkOrderViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+class WorkOrderViewSet(ApiViewMixin, ListPageMixin, viewsets.ReadOnlyModelViewSet):
     queryset = WorkOrder.objects.none()  # for the schema; get_queryset() applies visibility
     http_method_names = ["get", "post", "patch", "head", "options"]
     filterset_class = WorkOrderFilter
@@ -117,7 +118,7 @@ class WorkOrderViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
     ordering = ["-id"]
 
     def get_queryset(self):
-        if self.action == "list":  # filtered, counted, then read as rows (page_rows)
+        if self.action == "list":  # filtered, counted, then read as rows (page_rows, ListPageMixin)
             return WorkOrder.objects.visible_to(self.request.user).order_by("-id")
         if self.action in WRITE_ACTIONS:  # get_object() is the 404 check; the service reads and locks the row
             return WorkOrder.objects.visible_to(self.request.user).only("pk")

@@ -1,0 +1,132 @@
+"""List pages read with statements compiled once per process (core/pagination.py, ListPageMixin)."""
+
+import pytest
+from django.core.cache import cache
+from django.db.models.sql.compiler import SQLCompiler
+
+from tests import domain_builders as b
+from workorder.core import pagination
+from workorder.production.models import Task, TaskStatus
+
+pytestmark = pytest.mark.django_db
+
+PATHS = [
+    "/api/tasks/",
+    "/api/tasks/?status=pending",
+    "/api/tasks/?ordering=-sequence&page_size=3&page=2",
+    "/api/tasks/?process=1&assigned_operator=2",
+    "/api/workorders/",
+    "/api/workorders/?approval_status=approved&page_size=2&page=3",
+    "/api/workorders/?ordering=delivery_date",
+]
+
+
+@pytest.fixture
+def shop():
+    cache.clear()
+    pagination.counts.clear_local()
+    pagination.statements.clear()
+    shop = b.Shop()
+    shop.cut_sup2 = b.supervisor(shop.cutting)
+    shop.work_order = b.work_order(shop.maker, shop.product)  # awaiting approval: supervisors see it
+    for _ in range(6):
+        shop.approved()  # 12 tasks, 6 orders
+    return shop
+
+
+def users(shop):
+    return [shop.cut_op, shop.cut_op2, shop.weld_op, shop.cut_sup, shop.cut_sup2, shop.weld_sup, shop.maker,
+            shop.other_maker, shop.admin]
+
+
+def compiled(user, path):
+    """The statements one request of `user` compiles, from an empty cache: {key: (sql, params)}."""
+    pagination.statements.clear()
+    cache.clear()
+    pagination.counts.clear_local()
+    response = b.client(user).get(path)
+    assert response.status_code in (200, 404), response.content  # 404: a page past this user's last
+    return {key: (statement.sql, statement.params) for key, statement in pagination.statements.pages.items()}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_users_with_equal_visibility_scopes_compile_the_same_statement(shop, path):
+    """A page's statement is shared by every user with the page's key (view, scope, parameters, slice):
+    each user's own compilation must give the same SQL and parameters, or one would read another's rows."""
+    seen = {}
+    for user in users(shop):
+        statements = compiled(user, path)
+        for key, statement in statements.items():
+            assert seen.setdefault(key, statement) == statement, (key, user.username)
+    scopes = {key[0][1] for key in seen}
+    assert len(scopes) >= 3, scopes  # every view and page: several scopes (admins, departments, makers)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_compiled_page_answers_what_a_freshly_built_one_answers(shop, path):
+    api = b.client(shop.cut_sup)
+    first = api.get(path).json()
+    assert pagination.statements.pages
+    again = api.get(path).json()  # the statement from the cache
+    pagination.statements.clear()
+    fresh = api.get(path).json()  # built and compiled again
+    assert first == again == fresh
+
+
+def test_a_compiled_page_builds_and_compiles_nothing_and_reads_current_rows(shop, monkeypatch):
+    api = b.client(shop.cut_sup)
+    path = "/api/tasks/?status=pending&page_size=5"
+    before = api.get(path).json()
+    compiles = []
+    original = SQLCompiler.as_sql
+    monkeypatch.setattr(SQLCompiler, "as_sql", lambda self, *a, **kw: compiles.append(self) or original(self, *a, **kw))
+
+    def no_building(self):
+        raise AssertionError("get_queryset ran for a compiled page")
+
+    from workorder.production.views import TaskViewSet
+
+    monkeypatch.setattr(TaskViewSet, "get_queryset", no_building)
+    first_row = before["results"][0]
+    Task.objects.filter(pk=first_row["id"]).update(status=TaskStatus.CANCELLED)
+    after = api.get(path).json()
+    assert compiles == []  # the count came from the count cache, the page from its statement
+    assert first_row["id"] not in [row["id"] for row in after["results"]]  # current rows, not remembered ones
+    assert [row["id"] for row in after["results"]][:4] == [row["id"] for row in before["results"]][1:]
+
+
+def test_an_invalid_filter_is_a_400_every_time_and_compiles_nothing(shop):
+    api = b.client(shop.cut_sup)
+    for _ in range(2):
+        response = api.get("/api/tasks/?process=abc")
+        assert response.status_code == 400 and "process" in response.json()["errors"]
+    assert pagination.statements.pages == {}
+    assert api.get("/api/tasks/?process=1").status_code == 200
+    assert api.get("/api/tasks/?process=0").status_code == 400  # a known view and scope, new parameters
+
+
+def test_the_last_page_reads_every_row_when_the_count_grows(shop):
+    api = b.client(shop.admin)
+    path = "/api/tasks/?page_size=5&page=3"
+    assert len(api.get(path).json()["results"]) == 2  # 12 tasks
+    shop.approved()  # 14 tasks
+    cache.clear()
+    pagination.counts.clear_local()
+    body = api.get(path).json()
+    assert body["count"] == 14 and len(body["results"]) == 4
+
+
+def test_the_statement_cache_is_bounded(shop, monkeypatch):
+    monkeypatch.setattr(pagination._Statements, "MAX_KEYS", 3)
+    api = b.client(shop.admin)
+    for size in range(1, 6):
+        assert api.get(f"/api/tasks/?page_size={size}").status_code == 200
+    assert 0 < len(pagination.statements.pages) <= 3
+
+
+def test_a_long_query_string_is_answered_without_keeping_a_statement(shop):
+    api = b.client(shop.admin)
+    long = "x" * 600
+    body = api.get(f"/api/tasks/?page_size=5&note={long}").json()
+    assert body["count"] == 12 and len(body["results"]) == 5
+    assert pagination.statements.pages == {}
