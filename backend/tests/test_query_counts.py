@@ -139,3 +139,27 @@ def test_statistics_cost_the_same_for_small_and_large_data(path, settings):
         b.department()
     many, _ = queries_for(api, path)
     assert few == many
+
+
+@pytest.mark.parametrize("action", ["assign", "claim", "complete"])
+def test_a_task_write_reads_its_order_and_process_with_the_locked_task_and_locks_only_the_task(action):
+    """The notifications name the task's work order and process: read in the locking query, not one
+    query each afterwards; FOR UPDATE OF the task alone, so other tasks of the order are not blocked."""
+    shop = b.Shop()
+    first, _ = shop.tasks(shop.approved())
+    if action == "complete":
+        services.claim_task(shop.cut_op, first.pk)
+    who, body = {"assign": (shop.cut_sup, {"operator_id": shop.cut_op.pk}), "claim": (shop.cut_op, None),
+                 "complete": (shop.cut_sup, None)}[action]
+    with CaptureQueriesContext(connection) as ctx:
+        response = b.client(who).post(f"/api/tasks/{first.pk}/{action}/", body, format="json")
+    assert response.status_code == 200, response.content
+    sqls = [q["sql"] for q in ctx.captured_queries]
+    locking = [sql for sql in sqls if "FOR UPDATE" in sql and 'FROM "production_task"' in sql]
+    if action != "claim":  # a claim is one conditional UPDATE, then a plain read
+        [locking] = locking
+        assert 'FOR UPDATE OF "production_task"' in locking
+        assert '"production_workorder"' in locking and '"catalog_process"' in locking
+    lone = [sql for sql in sqls if sql.startswith("SELECT") and ('FROM "catalog_process"' in sql or (
+        'FROM "production_workorder"' in sql and "FOR UPDATE" not in sql))]
+    assert lone == []

@@ -67,6 +67,15 @@ def _locked(model, pk: int):
         raise NotFound() from None
 
 
+def _locked_task(task_id: int) -> Task:
+    """The task row, locked, with its work order and process read in the same query (the notifications
+    name both) but not locked: other tasks of the order stay writable."""
+    try:
+        return Task.objects.select_for_update(of=("self",)).select_related("work_order", "process").get(pk=task_id)
+    except Task.DoesNotExist:
+        raise NotFound() from None
+
+
 # --- work orders --------------------------------------------------------------------------------
 def create_work_order(user, *, customer, product, production_quantity: int, delivery_date,
                       priority: str) -> WorkOrder:
@@ -214,7 +223,7 @@ def assign_task(user, task_id: int, operator_id) -> Task:
         raise ValidationError({"operator_id": [f"There is no active operator with id {operator_id}."]})
     now = timezone.now()
     with transaction.atomic():
-        task = _locked(Task, task_id)
+        task = _locked_task(task_id)
         if not user.is_admin and task.assigned_department_id != user.department_id:
             raise PermissionDenied("Supervisors assign only the tasks of their own department.")
         if operator.department_id != task.assigned_department_id:
@@ -242,7 +251,7 @@ def update_progress(user, task_id: int, quantity: int) -> ProgressReport:
     if not isinstance(quantity, int) or quantity <= 0:
         raise ValidationError({"quantity": ["Report a positive number of units."]})
     with transaction.atomic():
-        task = _locked(Task, task_id)
+        task = _locked_task(task_id)
         TASK.require("report_progress", task.status)
         if task.assigned_operator_id != user.pk:
             raise PermissionDenied("Only the operator assigned to this task reports its progress.")
@@ -283,7 +292,7 @@ def complete_task(user, task_id: int) -> Task:
     """Close an in-progress task (also short of its planned quantity): its operator, a supervisor of
     its department or an admin."""
     with transaction.atomic():
-        task = _locked(Task, task_id)
+        task = _locked_task(task_id)
         allowed = (
             user.is_admin
             or task.assigned_operator_id == user.pk
