@@ -107,6 +107,21 @@ def test_ready_reuses_pooled_redis_connections(restricted_gunicorn, redis):
     assert opened <= 4, f"{opened} Redis connections opened by 40 /ready/ probes"
 
 
+@pytest.mark.parametrize("value, logged", [
+    ("/api/tasks/", "/api/tasks/"),
+    ("python-requests/2.32 [x] {y} ~", "python-requests/2.32 [x] {y} ~"),
+    ('a"b\\c', "a\\x22b\\x5cc"),
+    ("a\nb\tc\x7f", "a\\x0ab\\x09c\\x7f"),
+    ("caf\u00e9 \u202e\u2028", "caf\u00e9 \\u202e\\u2028"),
+])
+def test_access_log_fields_are_escaped_where_the_format_reads_them(value, logged):
+    from workorder.gunicorn_logging import EscapedAtoms
+
+    atoms = EscapedAtoms({"U": value, "B": 12, "{user-agent}i": value})
+    assert atoms["U"] == atoms["{User-Agent}i"] == logged
+    assert atoms["B"] == 12 and atoms["q"] == "-"
+
+
 def test_access_log_escapes_decoded_control_characters(restricted_gunicorn):
     """%0a in a path is a line break in the decoded path gunicorn logs: it must not start a line."""
     forged = "/api/x%0aINFO%20gunicorn.access%20127.0.0.1%20forged%0d%1b[31m%e2%80%ae%22"
