@@ -43,11 +43,13 @@ def django_db_modify_db_settings(postgres_server, django_db_modify_db_settings_p
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """No test sees what another left in the Django cache (pagination counts, statistics), nor in
-    this process's copy of the counts."""
+    this process's copies of the counts and of the catalog lists."""
     from django.core.cache import cache
 
+    from workorder.catalog.views import CatalogListMixin
     from workorder.core.pagination import counts
 
     cache.clear()
     counts.clear_local()
+    CatalogListMixin._answers.clear()
     yield

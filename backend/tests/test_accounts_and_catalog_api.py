@@ -103,3 +103,54 @@ def test_work_order_list_filters():
     assert ids("approval_status=approved") == [approved.pk]
     assert set(ids("status=open")) == {urgent.pk, approved.pk}
     assert ids("ordering=id")[0] < ids("ordering=id")[-1]
+
+
+# --- catalog lists kept per process (catalog/views.py) ------------------------------------------------
+def test_a_catalog_list_is_answered_from_memory_until_its_time_is_up(settings, monkeypatch):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from workorder.catalog import views
+
+    settings.CATALOG_CACHE_SECONDS = 10
+    clock = [1000.0]
+    monkeypatch.setattr(views.time, "monotonic", lambda: clock[0])
+    shop = b.Shop()
+    api = b.client(shop.maker)
+    first = api.get("/api/products/?page_size=5").json()
+    b.product_with_routing(shop.cutting)  # an edit in the admin
+    with CaptureQueriesContext(connection) as ctx:
+        kept = api.get("/api/products/?page_size=5").json()
+    assert kept == first
+    assert not [q for q in ctx.captured_queries if "catalog_product" in q["sql"]]  # only the token lookup
+    clock[0] += 10.5
+    fresh = api.get("/api/products/?page_size=5").json()
+    assert fresh["count"] == first["count"] + 1
+
+
+def test_catalog_list_answers_are_kept_per_host_and_query_and_only_when_200(settings):
+    settings.CATALOG_CACHE_SECONDS = 10
+    settings.ALLOWED_HOSTS = ["testserver", "other.example"]
+    shop = b.Shop()
+    for _ in range(3):
+        b.customer()
+    api = b.client(shop.maker)
+    assert api.get("/api/customers/?page_size=1").json()["next"].startswith("http://testserver/")
+    other = api.get("/api/customers/?page_size=1", HTTP_HOST="other.example").json()
+    assert other["next"].startswith("http://other.example/")
+    assert api.get("/api/customers/?page_size=2").json()["results"] != api.get(
+        "/api/customers/?page_size=2&page=2").json()["results"]
+    for _ in range(2):
+        assert api.get("/api/customers/?page=abc").status_code == 400
+        assert api.get("/api/customers/?page=99").status_code == 404
+    b.customer()
+    assert len(api.get("/api/customers/?page_size=50").json()["results"]) == 4  # a new query string
+    settings.CATALOG_CACHE_SECONDS = 0  # off: every answer computed
+    assert len(api.get("/api/customers/?page_size=2&page=2").json()["results"]) == 2
+
+
+def test_catalog_lists_still_need_a_signed_in_user_when_kept(settings):
+    settings.CATALOG_CACHE_SECONDS = 10
+    shop = b.Shop()
+    assert b.client(shop.maker).get("/api/products/").status_code == 200
+    assert b.client().get("/api/products/").status_code == 401
