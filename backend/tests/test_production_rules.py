@@ -371,3 +371,31 @@ def test_a_failed_action_creates_no_notifications(shop):
     before = Notification.objects.count()
     post(shop.cut_op, f"/api/tasks/{first.pk}/update_progress/", {"quantity": 4})
     assert Notification.objects.count() == before
+
+
+def test_notify_stores_exactly_what_bulk_create_stores_for_every_recipient(shop):
+    """notify() writes PostgreSQL's rows with one INSERT over an array of recipients: the same rows,
+    every column, as the model's bulk_create, and returns them as saved instances with their ids."""
+    from django.db import connection
+
+    from workorder.notifications import services
+
+    assert connection.vendor == "postgresql"
+    concrete = {field.name for field in Notification._meta.concrete_fields}
+    assert concrete == {"id", "read_at", *services.INSERTED_FIELDS}  # a new column must be inserted too
+    recipients = [shop.weld_sup.pk, shop.maker.pk, shop.cut_op.pk, shop.maker.pk]
+    task = shop.tasks(shop.approved())[0]
+    rows = services.notify(recipients, "task_assigned", "x" * 600, task, exclude=shop.cut_op)
+    assert [row.recipient_id for row in rows] == [shop.weld_sup.pk, shop.maker.pk]  # order kept, once each
+    assert all(row.pk and not row._state.adding and row._state.db == "default" for row in rows)
+    reference = Notification.objects.bulk_create(
+        [Notification(recipient_id=row.recipient_id, kind=row.kind, message=row.message, object_type=row.object_type,
+                      object_id=row.object_id, created_at=row.created_at) for row in rows])
+    fields = sorted(concrete - {"id"})
+
+    def stored(pks):
+        return [tuple(getattr(n, f) for f in fields) for n in Notification.objects.filter(pk__in=pks).order_by("pk")]
+
+    assert stored([row.pk for row in rows]) == stored([row.pk for row in reference])
+    assert [tuple(getattr(row, f) for f in fields) for row in rows] == stored([row.pk for row in rows])
+    assert rows[0].message == "x" * 500 and rows[0].object_type == "production.task" and rows[0].read_at is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from . import delivery
@@ -38,14 +38,12 @@ def notify(recipients: Iterable, kind: str, message: str, obj: models.Model | No
     if not ids:
         return []
     object_type, object_id = object_label(obj)
-    now = timezone.now()
-    rows = Notification.objects.bulk_create(
-        [
-            Notification(recipient_id=rid, kind=kind, message=message[:500], object_type=object_type,
-                         object_id=object_id, created_at=now)
-            for rid in ids
-        ]
-    )
+    values = {"kind": kind, "message": message[:500], "object_type": object_type, "object_id": object_id,
+              "created_at": timezone.now()}
+    if connection.vendor == "postgresql":
+        rows = _insert_postgresql(ids, values)
+    else:
+        rows = Notification.objects.bulk_create([Notification(recipient_id=rid, **values) for rid in ids])
 
     def push() -> None:
         try:
@@ -54,6 +52,30 @@ def notify(recipients: Iterable, kind: str, message: str, obj: models.Model | No
             logger.exception("realtime push of %d notifications failed", len(rows))
 
     transaction.on_commit(push)
+    return rows
+
+
+# Every column of a new notification but its id; read_at starts NULL. Checked against the model in tests.
+INSERTED_FIELDS = ("recipient", "kind", "message", "object_type", "object_id", "created_at")
+
+
+def _insert_postgresql(ids: list[int], values: dict) -> list[Notification]:
+    """The rows of `ids` in one INSERT ... SELECT over an array of recipients: an event of a department
+    notifies every supervisor of it (dozens of rows), and bulk_create's model instances and one
+    parameter per column and row cost ~10 times the CPU of this statement."""
+    meta = Notification._meta
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(meta.get_field(name).column) for name in INSERTED_FIELDS)
+    sql = (f"INSERT INTO {quote(meta.db_table)} ({columns}) "
+           "SELECT recipient, %s, %s, %s, %s, %s FROM unnest(%s::bigint[]) AS recipients(recipient) "
+           f"RETURNING {quote(meta.pk.column)}, {quote(meta.get_field('recipient').column)}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [values["kind"], values["message"], values["object_type"], values["object_id"],
+                             values["created_at"], ids])
+        inserted = {recipient_id: pk for pk, recipient_id in cursor.fetchall()}
+    rows = [Notification(pk=inserted[rid], recipient_id=rid, **values) for rid in ids]
+    for row in rows:  # as bulk_create leaves them: saved, on this database
+        row._state.adding, row._state.db = False, connection.alias
     return rows
 
 
