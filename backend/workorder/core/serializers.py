@@ -151,8 +151,8 @@ def _plain_iso_datetime(serializer_field) -> bool:
 
 def _iso_datetime(generic: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
     """DateTimeField.to_representation for an aware datetime, with the current time zone looked up once
-    per object instead of once per value (the lookup is most of DRF's cost: a 20-row task page renders
-    80 datetimes). Anything else (naive values, strings, a time zone overflow) takes DRF's own code."""
+    per serializer (a list page's rows share their child serializer) instead of once per value (the
+    lookup is most of DRF's cost: a 20-row task page renders 80 datetimes). Anything else (naive values, strings, a time zone overflow) takes DRF's own code."""
 
     def convert(value, zone):
         if type(value) is datetime and value.tzinfo is not None:
@@ -242,7 +242,11 @@ class FastModelSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance):
         plan = _plans.get(type(self)) or self._plan()
-        zone = timezone.get_current_timezone() if plan.zoned else None
+        zone = None
+        if plan.zoned:  # one request, one zone: looked up for its first row only
+            zone = self.__dict__.get("_zone")
+            if zone is None:
+                zone = self.__dict__["_zone"] = timezone.get_current_timezone()
         if type(instance) is tuple:  # a list_rows() row
             out = {}
             for name, index, convert, guards, when_missing, zoned in plan.row_entries:
