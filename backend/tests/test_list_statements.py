@@ -130,3 +130,84 @@ def test_a_long_query_string_is_answered_without_keeping_a_statement(shop):
     body = api.get(f"/api/tasks/?page_size=5&note={long}").json()
     assert body["count"] == 12 and len(body["results"]) == 5
     assert pagination.statements.pages == {}
+
+
+# --- a task, a write's answer: statements with the primary key as parameter (core/statements.py) -------
+def test_users_with_equal_visibility_scopes_compile_the_same_task_statement(shop):
+    from workorder.core import statements
+
+    task = shop.tasks(shop.approved())[0]
+    seen = {}
+    for user in users(shop):
+        statements.clear()
+        b.client(user).get(f"/api/tasks/{task.pk}/")  # 200 or 404: compiled either way
+        for shape, template in statements._templates.items():
+            if template is not None:
+                compiled = (template.statement.sql, template.statement.params, template.index)
+                assert seen.setdefault(shape, compiled) == compiled, (shape, user.username)
+    assert len({shape[1] for shape in seen if shape[0] == "task-detail"}) >= 4
+
+
+def test_a_task_reads_what_the_orm_and_drf_read(shop):
+    import json
+
+    from django.db.models import Prefetch
+    from rest_framework.renderers import JSONRenderer
+
+    from workorder.production import services
+    from workorder.production.models import ProgressReport
+    from workorder.production.serializers import TaskDetailSerializer
+
+    first, second = shop.tasks(shop.approved(quantity=9))
+    services.claim_task(shop.cut_op, first.pk)
+    for quantity in (2, 3, 1):
+        services.update_progress(shop.cut_op, first.pk, quantity)
+    for task in (first, second):
+        for _ in range(2):  # compiled, then from the statement
+            body = b.client(shop.admin).get(f"/api/tasks/{task.pk}/").json()
+            reference = TaskDetailSerializer(Task.objects.prefetch_related(Prefetch(
+                "progress_reports", ProgressReport.objects.select_related("operator").order_by("-created_at", "-id"),
+            )).get(pk=task.pk)).data
+            assert body == json.loads(JSONRenderer().render(reference))
+    assert [report["quantity"] for report in body["progress_reports"]] == []
+    assert [r["quantity"] for r in b.client(shop.cut_op).get(f"/api/tasks/{first.pk}/").json()["progress_reports"]] == [
+        1, 3, 2]
+
+
+@pytest.mark.parametrize("key", ["abc", "0", "-1", "1.5", "99999999999999999999", "%20"])
+def test_a_task_key_no_row_can_have_is_a_404(shop, key):
+    response = b.client(shop.admin).get(f"/api/tasks/{key}/")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+def test_a_task_outside_your_scope_is_a_404_even_once_compiled(shop):
+    cutting, welding = shop.tasks(shop.approved())
+    api = b.client(shop.cut_op)
+    assert api.get(f"/api/tasks/{cutting.pk}/").status_code == 200
+    assert api.get(f"/api/tasks/{welding.pk}/").status_code == 404
+    assert b.client(shop.weld_op).get(f"/api/tasks/{welding.pk}/").status_code == 200
+
+
+def test_a_write_answers_the_task_as_the_list_shows_it(shop):
+    first, _ = shop.tasks(shop.approved())
+    api = b.client(shop.cut_sup)
+    answer = api.post(f"/api/tasks/{first.pk}/assign/", {"operator_id": shop.cut_op.pk}, format="json").json()
+    [listed] = [row for row in api.get("/api/tasks/?page_size=100").json()["results"] if row["id"] == first.pk]
+    assert answer == listed and answer["assigned_operator"] == shop.cut_op.pk
+
+
+def test_a_shape_whose_key_is_not_one_parameter_is_read_through_the_orm(shop):
+    from django.db.models import Q
+
+    from workorder.core import statements
+    from workorder.production.serializers import TaskSerializer
+
+    first, second = shop.tasks(shop.approved())
+
+    def queryset_for(key):  # the key twice among the parameters: no template
+        return TaskSerializer.list_rows(Task.objects.filter(Q(pk=key) | Q(pk=key + 0)))
+
+    for task in (first, second):
+        [row] = statements.rows_by_pk(("test-two-keys",), queryset_for, task.pk)
+        assert row[0] == task.pk
+    assert statements._templates[("test-two-keys",)] is None

@@ -35,12 +35,12 @@ from functools import cached_property
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.exceptions import EmptyResultSet
 from django.core.paginator import InvalidPage, Page, Paginator
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models.query import ValuesListIterable
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
+
+from .statements import Statement
 
 MAX_PAGE_SIZE = 100
 
@@ -126,65 +126,19 @@ class _CountCache:
 counts = _CountCache()
 
 
-class _Statement:
-    """One page's SQL as the ORM compiled it, with the column converters its rows need."""
-
-    __slots__ = ("alias", "converters", "params", "sql", "width")
-
-    def __init__(self, alias, sql, params, width, converters) -> None:
-        self.alias, self.sql, self.params, self.width, self.converters = alias, sql, params, width, converters
-
-    @classmethod
-    def compile(cls, queryset) -> _Statement | None:
-        """The statement of a sliced values_list() queryset; None for anything else (read normally)."""
-        query = queryset.query
-        if (queryset._iterable_class is not ValuesListIterable or query.extra_select or query.annotation_select
-                or query.combinator or query.select_for_update):
-            return None
-        compiler = query.get_compiler(queryset.db)
-        try:
-            sql, params = compiler.as_sql()
-        except EmptyResultSet:
-            return None
-        fields = [expression for expression, _, _ in compiler.select[: compiler.col_count]]
-        if len(fields) != len(queryset._fields) or compiler.has_composite_fields(fields):
-            return None
-        return cls(queryset.db, sql, tuple(params), compiler.col_count, compiler.get_converters(fields))
-
-    def rows(self) -> list[tuple]:
-        """Run the statement on this thread's connection: the rows values_list() would give."""
-        connection = connections[self.alias]
-        with connection.cursor() as cursor:
-            cursor.execute(self.sql, self.params)
-            fetched = cursor.fetchall()
-        if not self.converters:
-            return [row if len(row) == self.width else tuple(row[: self.width]) for row in fetched]
-        converters = list(self.converters.items())
-        out = []
-        for fetched_row in fetched:
-            row = list(fetched_row[: self.width])
-            for position, (functions, expression) in converters:
-                value = row[position]
-                for convert in functions:
-                    value = convert(value, expression, connection)
-                row[position] = value
-            out.append(tuple(row))
-        return out
-
-
 class _Statements:
     """Compiled list pages of this process, by (list identity, LIMIT/OFFSET); bounded."""
 
     MAX_KEYS = 4096
 
     def __init__(self) -> None:
-        self.pages: dict[tuple, _Statement] = {}
+        self.pages: dict[tuple, Statement] = {}
         self.validated: set[tuple] = set()  # identities whose filters validated once (no 400)
 
-    def get(self, key: tuple) -> _Statement | None:
+    def get(self, key: tuple) -> Statement | None:
         return self.pages.get(key)
 
-    def put(self, key: tuple, statement: _Statement) -> None:
+    def put(self, key: tuple, statement: Statement) -> None:
         if len(self.pages) >= self.MAX_KEYS:
             self.clear()
         self.pages[key] = statement
@@ -244,7 +198,7 @@ class PageSource:
         statement = statements.get(key) if key is not None else None
         if statement is None:
             rows = self.view.page_rows(self.queryset)[item]
-            statement = _Statement.compile(rows) if key is not None else None
+            statement = Statement.compile(rows) if key is not None else None
             if statement is None:
                 return list(rows)
             statements.put(key, statement)

@@ -8,7 +8,7 @@ from .models import Priority, ProgressReport, Task, WorkOrder
 MAX_QUANTITY = 1_000_000
 
 
-class ProgressReportSerializer(serializers.ModelSerializer):
+class ProgressReportSerializer(FastModelSerializer):
     operator_username = serializers.CharField(source="operator.username", read_only=True)
 
     class Meta:

@@ -4,16 +4,19 @@ from django.db.models import Prefetch
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from workorder.core.api import ApiViewMixin
 from workorder.core.pagination import ListPageMixin
+from workorder.core.statements import parse_pk, rows_by_pk
 
 from . import services
 from .filters import TaskFilter, WorkOrderFilter
 from .models import ProgressReport, Task, WorkOrder
 from .serializers import (
     AssignSerializer,
+    ProgressReportSerializer,
     ProgressSerializer,
     RejectSerializer,
     TaskDetailSerializer,
@@ -43,13 +46,7 @@ class TaskViewSet(ApiViewMixin, ListPageMixin, viewsets.ReadOnlyModelViewSet):
             return Task.objects.visible_to(self.request.user).order_by("id")
         if self.action in WRITE_ACTIONS:  # get_object() is the 404 check; the service reads and locks the row
             return Task.objects.visible_to(self.request.user).only("pk")
-        queryset = TaskSerializer.list_queryset(Task.objects.visible_to(self.request.user)).order_by("id")
-        if self.action == "retrieve":
-            queryset = queryset.prefetch_related(
-                Prefetch("progress_reports",
-                         queryset=ProgressReport.objects.select_related("operator").order_by("-created_at", "-id"))
-            )
-        return queryset
+        return TaskSerializer.list_queryset(Task.objects.visible_to(self.request.user)).order_by("id")
 
     def get_serializer_class(self):
         return TaskDetailSerializer if self.action == "retrieve" else TaskSerializer
@@ -61,9 +58,30 @@ class TaskViewSet(ApiViewMixin, ListPageMixin, viewsets.ReadOnlyModelViewSet):
     def count_scope(self, request):
         return Task.objects.visibility_scope(request.user)
 
+    def retrieve(self, request, *args, **kwargs):
+        """The task as its list row (if visible: 404 otherwise) with its progress reports, newest first;
+        both read with statements compiled once per visibility scope (core/statements.py)."""
+        pk = parse_pk(Task, kwargs[self.lookup_url_kwarg or self.lookup_field])
+        user = request.user
+        rows = [] if pk is None else rows_by_pk(
+            ("task-detail", Task.objects.visibility_scope(user)),
+            lambda key: TaskSerializer.list_rows(Task.objects.visible_to(user).filter(pk=key)), pk)
+        if not rows:
+            raise NotFound()
+        reports = rows_by_pk(
+            ("task-detail-reports",),
+            lambda key: ProgressReportSerializer.list_rows(
+                ProgressReport.objects.filter(task_id=key).order_by("-created_at", "-id")), pk)
+        context = self.get_serializer_context()
+        return Response({**TaskSerializer(rows[0], context=context).data,
+                         "progress_reports": ProgressReportSerializer(reports, many=True, context=context).data})
+
     def _respond(self, task_id: int):
-        task = TaskSerializer.list_queryset(Task.objects.visible_to(self.request.user)).get(pk=task_id)
-        return Response(TaskSerializer(task, context=self.get_serializer_context()).data)
+        """A write's answer: the task it changed, as a list row (the caller passed get_object())."""
+        rows = rows_by_pk(("task-row",), lambda key: TaskSerializer.list_rows(Task.objects.filter(pk=key)), task_id)
+        if not rows:
+            raise NotFound()
+        return Response(TaskSerializer(rows[0], context=self.get_serializer_context()).data)
 
     @extend_schema(request=AssignSerializer, responses={200: TaskSerializer},
                    summary="Assign to an operator of the task's department (supervisors, admins)")
@@ -146,9 +164,12 @@ class WorkOrderViewSet(ApiViewMixin, ListPageMixin, viewsets.ReadOnlyModelViewSe
         return WorkOrderSerializer.list_rows(queryset)
 
     def _respond(self, work_order_id: int, status_code=status.HTTP_200_OK):
-        work_order = WorkOrderSerializer.list_queryset().get(pk=work_order_id)
-        return Response(WorkOrderSerializer(work_order, context=self.get_serializer_context()).data,
-                        status=status_code)
+        """A write's answer: the work order it made or changed, as a list row."""
+        rows = rows_by_pk(("workorder-row",),
+                          lambda key: WorkOrderSerializer.list_rows(WorkOrder.objects.filter(pk=key)), work_order_id)
+        if not rows:
+            raise NotFound()
+        return Response(WorkOrderSerializer(rows[0], context=self.get_serializer_context()).data, status=status_code)
 
     def create(self, request, *args, **kwargs):
         services.require_can_create_work_order(request.user)
