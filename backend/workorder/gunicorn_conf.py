@@ -19,14 +19,6 @@ import tempfile
 
 from workorder.core import env as _env
 
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 # --- sockets ----------------------------------------------------------------------------------
 # Comma list: "unix:/run/workorder/gunicorn.sock,127.0.0.1:8001" (the socket for nginx, the loopback
 # port for Prometheus only).
@@ -34,15 +26,14 @@ bind = _env.env_list("GUNICORN_BIND", "127.0.0.1:8000")
 umask = 0o007  # the unix socket is rw for the service group (nginx joins it), nobody else
 
 # --- workers ----------------------------------------------------------------------------------
-# gthread with 2 threads beat sync (and gthread with 4) on /api/tasks/ in throughput and median latency
-# in the measurement recorded in docs/runtime.md (tests/bench/worker_class.py), and only gthread
-# honours keep-alive from nginx's upstream pool.
+# gthread beat sync on /api/tasks/ in throughput and median latency (tests/bench/worker_class.py), and
+# only gthread honours keep-alive from nginx's upstream pool; CPUs + 1 workers of 3 threads served more
+# of the full mix within the SLA than 2 x CPUs + 1 of 2 (tests/bench/capacity.py; docs/runtime.md).
 _DEFAULT_WORKER_CLASS = "gthread"
-_DEFAULT_THREADS = 2
 with _env.configuration_errors():  # a malformed number: one line and exit 2, before gunicorn starts
     worker_class = _env.env("GUNICORN_WORKER_CLASS", _DEFAULT_WORKER_CLASS)
-    workers = _env.env_int("GUNICORN_WORKERS", 2 * _cpu_count() + 1)
-    threads = _env.env_int("GUNICORN_THREADS", _DEFAULT_THREADS if worker_class == "gthread" else 1)
+    workers = _env.env_int("GUNICORN_WORKERS", _env.default_gunicorn_workers())
+    threads = _env.env_int("GUNICORN_THREADS", _env.DEFAULT_GUNICORN_THREADS if worker_class == "gthread" else 1)
     timeout = _env.env_int("GUNICORN_TIMEOUT", 30)
     graceful_timeout = _env.env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
     # Must be LONGER than the proxy's idle timeout for upstream connections (nginx: `keepalive_timeout`

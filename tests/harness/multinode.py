@@ -32,11 +32,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workorder.core.env import default_gunicorn_workers
+
 from . import deployment
 from .app import DaphneServer, GunicornServer
 from .nginx import NginxConfig, NginxServer
 from .services import free_port
-from .stack import Stack, StackOptions, _cpu_count, venv_binary
+from .stack import Stack, StackOptions, venv_binary
 
 BALANCER_NETWORKS = "127.0.0.1/32"  # nginx connects to the nodes from 127.0.0.1
 
@@ -119,7 +121,7 @@ class MultiNodeStack(Stack):
                                    gunicorn_port, daphne_port))
         with self._step(f"migrate_locked on {self.node_count} nodes at once"):
             self.migrate_all_at_once()
-        workers = o.gunicorn_workers or (2 * _cpu_count() + 1)
+        workers = o.gunicorn_workers or default_gunicorn_workers()
         for node in self.nodes:
             with self._step(f"{node.name}: gunicorn and daphne"):
                 node.gunicorn = GunicornServer(node.env, node.base / "run", port=node.gunicorn_port, workers=workers)

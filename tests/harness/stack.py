@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+from workorder.core.env import default_gunicorn_workers
+
 from . import deployment
 from .app import DaphneServer, GunicornServer
 from .nginx import NginxConfig, NginxServer
@@ -260,7 +262,7 @@ class Stack:
         env = {**self.base_env(), **deployment.without_nulls(self.deployment()["environment"])}
         # LoadCredential=redis_password:... (settings.py puts it into REDIS_URL).
         env["CREDENTIALS_DIRECTORY"] = str(self.credentials_dir)
-        if self.options.gunicorn_workers:  # services.workorder.gunicorn.workers (null: 2 x CPUs + 1)
+        if self.options.gunicorn_workers:  # services.workorder.gunicorn.workers (null: the package default)
             env["GUNICORN_WORKERS"] = str(self.options.gunicorn_workers)
         return env
 
@@ -332,7 +334,7 @@ class Stack:
             self.manage("collectstatic", "--noinput")
         with self._step("gunicorn"):
             # tests/harness/app.py launchers: the production command lines, environment from app_env().
-            workers = o.gunicorn_workers or (2 * _cpu_count() + 1)  # the package default when unset
+            workers = o.gunicorn_workers or default_gunicorn_workers()  # the package default when unset
             self.gunicorn = GunicornServer(self.gunicorn_env(), self.run_dir, port=self.gunicorn_metrics_port,
                                            unix_socket=True, workers=workers)
             self.gunicorn.start(timeout=120)
@@ -593,13 +595,6 @@ class Stack:
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=20) as response:
             return json.loads(response.read())["token"]
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def _unix_socket_accepts(path: Path) -> bool:

@@ -129,3 +129,20 @@ def configuration_errors(status: int = EXIT_CONFIGURATION) -> Iterator[None]:
         if isinstance(exc, _configuration_error_types()):
             exit_with_configuration_error(exc, status)
         raise
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# gunicorn's defaults (gunicorn_conf.py), here so that the test harness starts what the package starts:
+# CPUs + 1 gthread workers of 3 threads (docs/runtime.md, "Workers and threads").
+DEFAULT_GUNICORN_THREADS = 3
+
+
+def default_gunicorn_workers() -> int:
+    return cpu_count() + 1
