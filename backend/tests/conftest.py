@@ -43,16 +43,16 @@ def django_db_modify_db_settings(postgres_server, django_db_modify_db_settings_p
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """No test sees what another left in the Django cache (pagination counts, statistics), nor in
-    this process's copies of the counts and of the catalog lists, nor its compiled statements (a test
+    this process's copies of the counts and of the reference lists, nor its compiled statements (a test
     that breaks a queryset method sees it called)."""
     from django.core.cache import cache
 
-    from workorder.catalog.views import CatalogListMixin
     from workorder.core import pagination, statements
+    from workorder.core.api import ReferenceListMixin
 
     cache.clear()
     pagination.counts.clear_local()
     pagination.statements.clear()
     statements.clear()
-    CatalogListMixin._answers.clear()
+    ReferenceListMixin._answers.clear()
     yield

@@ -105,14 +105,14 @@ def test_work_order_list_filters():
     assert ids("ordering=id")[0] < ids("ordering=id")[-1]
 
 
-# --- catalog lists kept per process (catalog/views.py) ------------------------------------------------
+# --- reference lists kept per process (core/api.py ReferenceListMixin) ---------------------------------
 def test_a_catalog_list_is_answered_from_memory_until_its_time_is_up(settings, monkeypatch):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from workorder.catalog import views
+    from workorder.core import api as views
 
-    settings.CATALOG_CACHE_SECONDS = 10
+    settings.REFERENCE_CACHE_SECONDS = 10
     clock = [1000.0]
     monkeypatch.setattr(views.time, "monotonic", lambda: clock[0])
     shop = b.Shop()
@@ -129,7 +129,7 @@ def test_a_catalog_list_is_answered_from_memory_until_its_time_is_up(settings, m
 
 
 def test_catalog_list_answers_are_kept_per_host_and_query_and_only_when_200(settings):
-    settings.CATALOG_CACHE_SECONDS = 10
+    settings.REFERENCE_CACHE_SECONDS = 10
     settings.ALLOWED_HOSTS = ["testserver", "other.example"]
     shop = b.Shop()
     for _ in range(3):
@@ -145,12 +145,29 @@ def test_catalog_list_answers_are_kept_per_host_and_query_and_only_when_200(sett
         assert api.get("/api/customers/?page=99").status_code == 404
     b.customer()
     assert len(api.get("/api/customers/?page_size=50").json()["results"]) == 4  # a new query string
-    settings.CATALOG_CACHE_SECONDS = 0  # off: every answer computed
+    settings.REFERENCE_CACHE_SECONDS = 0  # off: every answer computed
     assert len(api.get("/api/customers/?page_size=2&page=2").json()["results"]) == 2
 
 
 def test_catalog_lists_still_need_a_signed_in_user_when_kept(settings):
-    settings.CATALOG_CACHE_SECONDS = 10
+    settings.REFERENCE_CACHE_SECONDS = 10
     shop = b.Shop()
     assert b.client(shop.maker).get("/api/products/").status_code == 200
     assert b.client().get("/api/products/").status_code == 401
+
+
+def test_the_user_directory_is_kept_too_and_a_write_still_checks_the_database(settings):
+    settings.REFERENCE_CACHE_SECONDS = 10
+    shop = b.Shop()
+    first, _ = shop.tasks(shop.approved())
+    api = b.client(shop.cut_sup)
+    path = f"/api/users/?role=operator&department={shop.cutting.pk}"
+    listed = {row["id"] for row in api.get(path).json()["results"]}
+    assert shop.cut_op2.pk in listed
+    shop.cut_op2.is_active = False
+    shop.cut_op2.save()
+    assert {row["id"] for row in api.get(path).json()["results"]} == listed  # within the kept time
+    response = api.post(f"/api/tasks/{first.pk}/assign/", {"operator_id": shop.cut_op2.pk}, format="json")
+    assert response.status_code == 400 and "operator_id" in response.json()["errors"]
+    settings.REFERENCE_CACHE_SECONDS = 0
+    assert shop.cut_op2.pk not in {row["id"] for row in api.get(path).json()["results"]}

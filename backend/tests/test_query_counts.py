@@ -113,7 +113,7 @@ def test_notification_list_costs_the_same_for_1_and_100_rows():
                                        ("/api/departments/", 2 + 40), ("/api/processes/", 2 + 80),
                                        ("/api/users/", 8 + 40)])
 def test_catalog_lists_cost_the_same_for_few_and_many_rows(path, rows, settings):
-    settings.CATALOG_CACHE_SECONDS = 0  # the queries of a computed answer, not a kept one
+    settings.REFERENCE_CACHE_SECONDS = 0  # the queries of a computed answer, not a kept one
     shop = b.Shop()
     api = b.client(shop.admin)
     few, _ = queries_for(api, f"{path}?page_size=100")

@@ -285,9 +285,9 @@ SPECTACULAR_SETTINGS = {
 
 # Seconds the statistics endpoints may serve a cached answer (documented in the README).
 STATISTICS_CACHE_SECONDS = env_int("WORKORDER_STATISTICS_CACHE_SECONDS", 5)
-# Seconds each server process may answer a catalog list (departments, processes, customers, products)
-# from its memory: an edit in the admin shows in the lists within this time (catalog/views.py).
-CATALOG_CACHE_SECONDS = env_int("WORKORDER_CATALOG_CACHE_SECONDS", 10)
+# Seconds each server process may answer a reference list (the catalog's, the users') from its memory:
+# an edit in the admin shows in the lists within this time (core/api.py ReferenceListMixin).
+REFERENCE_CACHE_SECONDS = env_int("WORKORDER_REFERENCE_CACHE_SECONDS", 10)
 
 # --- Security behind a TLS-terminating proxy ------------------------------------------------
 BEHIND_TLS = env_bool("WORKORDER_BEHIND_TLS", False)

@@ -9,7 +9,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from workorder.core.api import ApiViewMixin
+from workorder.core.api import ApiViewMixin, ReferenceListMixin
 
 from .filters import UserFilter
 from .models import User
@@ -57,7 +57,7 @@ class MeView(ApiViewMixin, APIView):
         return Response(UserSerializer(request.user).data)
 
 
-class UserViewSet(ApiViewMixin, viewsets.ReadOnlyModelViewSet):
+class UserViewSet(ApiViewMixin, ReferenceListMixin, viewsets.ReadOnlyModelViewSet):
     """Active users; filter by `role` and `department` (e.g. operators of a department, for assignment)."""
 
     serializer_class = UserSerializer
