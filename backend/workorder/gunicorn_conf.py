@@ -27,8 +27,8 @@ umask = 0o007  # the unix socket is rw for the service group (nginx joins it), n
 
 # --- workers ----------------------------------------------------------------------------------
 # gthread beat sync on /api/tasks/ in throughput and median latency (tests/bench/worker_class.py), and
-# only gthread honours keep-alive from nginx's upstream pool; CPUs + 1 workers of 3 threads served more
-# of the full mix within the SLA than 2 x CPUs + 1 of 2 (tests/bench/capacity.py; docs/runtime.md).
+# only gthread honours keep-alive from nginx's upstream pool; 2 x CPUs + 1 workers of 2 threads spent
+# less CPU per request on the full mix than CPUs + 1 of 3 (tests/bench/capacity.py; docs/runtime.md).
 _DEFAULT_WORKER_CLASS = "gthread"
 with _env.configuration_errors():  # a malformed number: one line and exit 2, before gunicorn starts
     worker_class = _env.env("GUNICORN_WORKER_CLASS", _DEFAULT_WORKER_CLASS)
