@@ -90,6 +90,7 @@ class _Template:
 
 
 _templates: dict[tuple, _Template | None] = {}
+_UNKNOWN = object()
 
 
 def _template(queryset_for: Callable[[int], QuerySet]) -> _Template | None:
@@ -104,11 +105,11 @@ def rows_by_pk(shape: tuple, queryset_for: Callable[[int], QuerySet], pk: int) -
     """The rows of `queryset_for(pk)`, a values_list() queryset whose SQL depends on nothing but `shape`
     and `pk` (the caller's promise: put the visibility scope and anything else that changes the SQL
     in `shape`)."""
-    if shape not in _templates:
+    template = _templates.get(shape, _UNKNOWN)  # one lookup: another thread may clear the dict meanwhile
+    if template is _UNKNOWN:
         if len(_templates) >= MAX_SHAPES:
             _templates.clear()
-        _templates[shape] = _template(queryset_for)
-    template = _templates[shape]
+        template = _templates[shape] = _template(queryset_for)
     return list(queryset_for(pk)) if template is None else template.rows(pk)
 
 
