@@ -184,10 +184,6 @@ class PageSource:
         """The view's visible, filtered and ordered queryset (what the COUNT runs on)."""
         return self.view.filter_queryset(self.view.get_queryset())
 
-    @property
-    def query(self):
-        return self.queryset.query
-
     def count(self) -> int:
         return self.queryset.count()
 
