@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -48,10 +49,41 @@ def pg_binary(name: str) -> str:
     return find_binary(name, (f"/usr/lib/postgresql/*/bin/{name}",))
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback TCP port nothing listens on, chosen outside the kernel's ephemeral range.
+
+    A port the kernel hands out for `bind(0)` comes from the same range as the local ports of outgoing
+    connections, so between choosing it and a server binding it, any client connection (to PostgreSQL,
+    Redis, a load test) can take it, and the server fails with "Address already in use". Ports below
+    the ephemeral range are never used by outgoing connections; random choice keeps parallel runs apart.
+    """
+    low, high = _ephemeral_range()
+    # The largest stretch of unprivileged ports outside the ephemeral range.
+    below, above = (10000, low) if low - 10000 >= 65535 - high else (high + 1, 65536)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(below, above)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {below}-{above - 1} after 200 tries")
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:

@@ -20,7 +20,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ import pytest
 
 from harness.app import GUNICORN_APP, GUNICORN_CONFIG, GunicornServer
 from harness.nix_wrappers import EmulationError, NixWrappers, project_scripts, repo_sources
+from harness.services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # The venvs whose packages the wrappers use: the one running the tests (constraints.txt's versions,
@@ -92,12 +92,6 @@ def run(argv: list, env: dict[str, str], cwd: Path, timeout: float = 120) -> sub
 
 def explain(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- the emulation itself ------------------------------------------------------------------------
@@ -184,9 +178,7 @@ def test_workorder_loadtest_master_and_workers_run_under_wrap_python_programs(ni
     fake_service = _load_fake_service()
     report_dir = tmp_path / "report"
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("WORKORDER_", "LOCUST_"))}
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     script = nix.console_script("workorder-loadtest")
     env = nix.environment(environ=environ)
     with fake_service() as service:
