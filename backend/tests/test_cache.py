@@ -198,3 +198,51 @@ def test_settings_read_the_redis_password_from_a_file(tmp_path):
                              cwd=str(tmp_path))
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == f"unix://:{expected}@/run/redis-workorder/redis.sock?db=0"
+
+
+def test_every_cache_operation_and_thread_shares_one_redis_client_and_connection_pool(redis_cache, redis_server):
+    """One redis.Redis per pool, not one per operation (Django's default); parallel threads share it and
+    each sees its own writes."""
+    import threading
+
+    import redis
+
+    built = []
+    original_init = redis.Redis.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(self)
+        original_init(self, *args, **kwargs)
+
+    errors = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(50):
+                redis_cache.set(f"t{n}-{i}", i)
+                assert redis_cache.get(f"t{n}-{i}") == i
+                assert redis_cache.add(f"t{n}-{i}", -1) is False
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    redis.Redis.__init__ = counting_init
+    try:
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        redis.Redis.__init__ = original_init
+    assert errors == []
+    assert len(built) <= 1  # the first operation of the fixture's fresh cache may build it, nothing after
+    assert redis_cache.get_many([f"t{n}-49" for n in range(8)]) == {f"t{n}-49": 49 for n in range(8)}
+
+
+def test_the_shared_client_reconnects_after_a_redis_restart(redis_cache, redis_server):
+    redis_cache.set("before", 1)
+    redis_server.stop()
+    assert redis_cache.get("before") is None  # Redis down: a miss, logged, no exception
+    redis_server.start()
+    redis_cache.set("after", 2)
+    assert redis_cache.get("after") == 2
