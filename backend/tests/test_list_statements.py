@@ -211,3 +211,48 @@ def test_a_shape_whose_key_is_not_one_parameter_is_read_through_the_orm(shop):
         [row] = statements.rows_by_pk(("test-two-keys",), queryset_for, task.pk)
         assert row[0] == task.pk
     assert statements._templates[("test-two-keys",)] is None
+
+
+def test_writes_check_visibility_with_one_statement_per_scope_and_404_outside_it(shop):
+    """A write's 404 check is shared by the users of one visibility scope: each user's own compilation
+    gives the same SQL, and a row outside a user's scope stays a 404 after another user's request
+    compiled the shape (the writes below change nothing: 404, 400 or 409)."""
+    from workorder.core import statements
+
+    cutting, welding = shop.tasks(shop.approved())
+    order = shop.work_order  # awaiting approval
+    writes = [f"/api/tasks/{cutting.pk}/complete/", f"/api/tasks/{welding.pk}/complete/",
+              f"/api/workorders/{order.pk}/reject/"]  # no reason: a 400 once visible
+    seen, answers = {}, {}
+    for user in users(shop):
+        statements.clear()
+        answers[user.username] = [b.client(user).post(path, {}, format="json").status_code for path in writes]
+        for shape, template in statements._templates.items():
+            if template is not None and shape[0].endswith("-visible"):
+                compiled = (template.statement.sql, template.statement.params, template.index)
+                assert seen.setdefault(shape, compiled) == compiled, (shape, user.username)
+    assert len({shape[1] for shape in seen if shape[0] == "production.task-visible"}) >= 4
+    assert answers[shop.cut_op.username][:2] == [403, 404] and answers[shop.weld_op.username][:2] == [404, 403]
+    assert answers[shop.other_maker.username] == [404, 404, 404]
+    assert answers[shop.admin.username] == [409, 409, 400]
+    for user in users(shop):  # every shape compiled now, by whoever came first: the same answers
+        assert [b.client(user).post(path, {}, format="json").status_code for path in writes] == answers[user.username]
+
+
+def test_department_supervisors_read_by_statement_follow_the_current_rows(shop):
+    """The recipients of a task event: compiled once, read fresh each time (a supervisor deactivated or
+    added since counts at once), equal to the ORM's answer for one or several departments."""
+    from workorder.accounts.models import Role, User
+    from workorder.notifications.handlers import supervisor_ids
+
+    def orm(*departments):
+        return list(User.objects.filter(role=Role.SUPERVISOR, is_active=True, department__in=departments)
+                    .order_by("id").values_list("id", flat=True))
+
+    cutting = shop.cutting.pk
+    assert supervisor_ids([cutting]) == orm(cutting) == [shop.cut_sup.pk, shop.cut_sup2.pk]
+    User.objects.filter(pk=shop.cut_sup.pk).update(is_active=False)
+    newcomer = b.supervisor(shop.cutting)
+    assert supervisor_ids([cutting]) == orm(cutting) == [shop.cut_sup2.pk, newcomer.pk]
+    assert supervisor_ids({cutting, shop.welding.pk}) == orm(cutting, shop.welding.pk)
+    assert supervisor_ids([shop.welding.pk]) == orm(shop.welding.pk) == [shop.weld_sup.pk]

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from workorder.accounts.models import Role, User
 from workorder.accounts.signals import tokens_revoked
+from workorder.core.statements import rows_by_pk
 from workorder.production import events
 from workorder.production.models import WorkOrder
 
@@ -27,10 +28,18 @@ from .services import notify
 
 
 def supervisor_ids(department_ids) -> list[int]:
-    return list(
-        User.objects.filter(role=Role.SUPERVISOR, department_id__in=list(department_ids), is_active=True)
-        .order_by("id").values_list("id", flat=True)
-    )
+    """The active supervisors of these departments. One department (every task event) is read with a
+    statement compiled once per process (core/statements.py)."""
+    departments = list(department_ids)
+    if len(departments) == 1 and isinstance(departments[0], int):
+        rows = rows_by_pk(("department-supervisors",),
+                          lambda key: _supervisors(department_id=key).values_list("id"), departments[0])
+        return [row[0] for row in rows]
+    return list(_supervisors(department_id__in=departments).values_list("id", flat=True))
+
+
+def _supervisors(**department):
+    return User.objects.filter(role=Role.SUPERVISOR, is_active=True, **department).order_by("id")
 
 
 def _task_concerned(task, extra=()) -> list[int]:

@@ -27,8 +27,19 @@ from .serializers import (
     WorkOrderWriteSerializer,
 )
 
-# Views whose get_object() only decides 404 and hands the primary key to a service.
-WRITE_ACTIONS = frozenset({"assign", "claim", "update_progress", "complete", "partial_update", "approve", "reject"})
+
+def visible_pk(view, model) -> int:
+    """The URL's primary key if the request's user may see that row, else 404: a write's visibility
+    check, read with one statement per visibility scope (core/statements.py) rather than a queryset
+    built and compiled per request. The write's service then reads and locks the row itself."""
+    pk = parse_pk(model, view.kwargs[view.lookup_url_kwarg or view.lookup_field])
+    user = view.request.user
+    if pk is None or not rows_by_pk(
+        (f"{model._meta.label_lower}-visible", model.objects.visibility_scope(user)),
+        lambda key: model.objects.visible_to(user).filter(pk=key).values_list("pk"), pk,
+    ):
+        raise NotFound()
+    return pk
 
 
 @extend_schema_view(
@@ -44,8 +55,6 @@ class TaskViewSet(ApiViewMixin, ListPageMixin, viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if self.action == "list":  # filtered, counted, then read as rows (page_rows, ListPageMixin)
             return Task.objects.visible_to(self.request.user).order_by("id")
-        if self.action in WRITE_ACTIONS:  # get_object() is the 404 check; the service reads and locks the row
-            return Task.objects.visible_to(self.request.user).only("pk")
         return TaskSerializer.list_queryset(Task.objects.visible_to(self.request.user)).order_by("id")
 
     def get_serializer_class(self):
@@ -77,7 +86,7 @@ class TaskViewSet(ApiViewMixin, ListPageMixin, viewsets.ReadOnlyModelViewSet):
                          "progress_reports": ProgressReportSerializer(reports, many=True, context=context).data})
 
     def _respond(self, task_id: int):
-        """A write's answer: the task it changed, as a list row (the caller passed get_object())."""
+        """A write's answer: the task it changed, as a list row (the caller checked visible_pk())."""
         rows = rows_by_pk(("task-row",), lambda key: TaskSerializer.list_rows(Task.objects.filter(pk=key)), task_id)
         if not rows:
             raise NotFound()
@@ -87,37 +96,37 @@ class TaskViewSet(ApiViewMixin, ListPageMixin, viewsets.ReadOnlyModelViewSet):
                    summary="Assign to an operator of the task's department (supervisors, admins)")
     @action(detail=True, methods=["post"])
     def assign(self, request, pk=None):
-        task = self.get_object()
+        task_pk = visible_pk(self, Task)
         body = AssignSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        services.assign_task(request.user, task.pk, body.validated_data["operator_id"])
-        return self._respond(task.pk)
+        services.assign_task(request.user, task_pk, body.validated_data["operator_id"])
+        return self._respond(task_pk)
 
     @extend_schema(request=None, responses={200: TaskSerializer},
                    summary="Claim a pending, unassigned task of your department (operators)")
     @action(detail=True, methods=["post"])
     def claim(self, request, pk=None):
-        task = self.get_object()
-        services.claim_task(request.user, task.pk)
-        return self._respond(task.pk)
+        task_pk = visible_pk(self, Task)
+        services.claim_task(request.user, task_pk)
+        return self._respond(task_pk)
 
     @extend_schema(request=ProgressSerializer, responses={200: TaskSerializer},
                    summary="Report units just produced (the assigned operator)")
     @action(detail=True, methods=["post"])
     def update_progress(self, request, pk=None):
-        task = self.get_object()
+        task_pk = visible_pk(self, Task)
         body = ProgressSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        services.update_progress(request.user, task.pk, body.validated_data["quantity"])
-        return self._respond(task.pk)
+        services.update_progress(request.user, task_pk, body.validated_data["quantity"])
+        return self._respond(task_pk)
 
     @extend_schema(request=None, responses={200: TaskSerializer},
                    summary="Complete an in-progress task (its operator, a department supervisor, an admin)")
     @action(detail=True, methods=["post"])
     def complete(self, request, pk=None):
-        task = self.get_object()
-        services.complete_task(request.user, task.pk)
-        return self._respond(task.pk)
+        task_pk = visible_pk(self, Task)
+        services.complete_task(request.user, task_pk)
+        return self._respond(task_pk)
 
 
 @extend_schema_view(
@@ -138,8 +147,6 @@ class WorkOrderViewSet(ApiViewMixin, ListPageMixin, viewsets.ReadOnlyModelViewSe
     def get_queryset(self):
         if self.action == "list":  # filtered, counted, then read as rows (page_rows, ListPageMixin)
             return WorkOrder.objects.visible_to(self.request.user).order_by("-id")
-        if self.action in WRITE_ACTIONS:  # get_object() is the 404 check; the service reads and locks the row
-            return WorkOrder.objects.visible_to(self.request.user).only("pk")
         queryset = WorkOrderSerializer.list_queryset(WorkOrder.objects.visible_to(self.request.user)).order_by("-id")
         if self.action == "retrieve":
             queryset = queryset.prefetch_related(
@@ -179,26 +186,26 @@ class WorkOrderViewSet(ApiViewMixin, ListPageMixin, viewsets.ReadOnlyModelViewSe
         return self._respond(work_order.pk, status.HTTP_201_CREATED)
 
     def partial_update(self, request, *args, **kwargs):
-        work_order = self.get_object()
+        work_order_pk = visible_pk(self, WorkOrder)
         body = WorkOrderUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        services.update_work_order(request.user, work_order.pk, dict(body.validated_data))
-        return self._respond(work_order.pk)
+        services.update_work_order(request.user, work_order_pk, dict(body.validated_data))
+        return self._respond(work_order_pk)
 
     @extend_schema(request=None, responses={200: WorkOrderSerializer},
                    summary="Approve a pending work order: creates its tasks from the product routing")
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
-        work_order = self.get_object()
-        services.approve_work_order(request.user, work_order.pk)
-        return self._respond(work_order.pk)
+        work_order_pk = visible_pk(self, WorkOrder)
+        services.approve_work_order(request.user, work_order_pk)
+        return self._respond(work_order_pk)
 
     @extend_schema(request=RejectSerializer, responses={200: WorkOrderSerializer},
                    summary="Reject a pending work order (a reason is required)")
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
-        work_order = self.get_object()
+        work_order_pk = visible_pk(self, WorkOrder)
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        services.reject_work_order(request.user, work_order.pk, body.validated_data["reason"])
-        return self._respond(work_order.pk)
+        services.reject_work_order(request.user, work_order_pk, body.validated_data["reason"])
+        return self._respond(work_order_pk)
