@@ -39,10 +39,15 @@ with _env.configuration_errors():  # a malformed number: one line and exit 2, be
     # Must be LONGER than the proxy's idle timeout for upstream connections (nginx: `keepalive_timeout`
     # inside the upstream block, default 60s), so nginx, never gunicorn, closes an idle connection.
     keepalive = _env.env_int("GUNICORN_KEEPALIVE", 75)
-    # A recycled worker imports and sets up Django again (~1 s of CPU): every 1,000 requests that was
-    # ~1 ms of CPU per request under load; every 20,000 it is 0.05 ms, still a bound on slow leaks.
-    max_requests = _env.env_int("GUNICORN_MAX_REQUESTS", 20000)
-    max_requests_jitter = _env.env_int("GUNICORN_MAX_REQUESTS_JITTER", 2000)
+    # Workers are not recycled by default (gunicorn's own default). Connections are not shared evenly
+    # (the worker that wins accept() most keeps nginx's pooled connections: one served more than half
+    # of a 1,000-user benchmark), so a request limit recycles the busiest worker under load: it stops,
+    # and its replacement imports Django (~1 s of CPU) and compiles its statements while requests
+    # queue; at 1,000 users that was followed by a burst of shed requests. Each recycled worker also
+    # leaves its counters' files in PROMETHEUS_MULTIPROC_DIR, which every scrape then reads. Set a
+    # limit (with jitter) to contain a memory leak until it is fixed.
+    max_requests = _env.env_int("GUNICORN_MAX_REQUESTS", 0)
+    max_requests_jitter = _env.env_int("GUNICORN_MAX_REQUESTS_JITTER", 0)
     # Refuse to start when the database lacks migrations this code needs (see _check_migrations).
     _check_migrations_at_start = _env.env_bool("WORKORDER_CHECK_MIGRATIONS_AT_START", True)
 # Who may set X-Forwarded-Proto: GUNICORN_FORWARDED_ALLOW_IPS, else the balancers the application
