@@ -30,7 +30,7 @@ def django_db_modify_db_settings(postgres_server, django_db_modify_db_settings_p
         parsed = dj_database_url.parse(postgres_server.url("workorder"))
         db = settings.DATABASES["default"]
         db.update({key: parsed[key] for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")})
-        db["ENGINE"] = "django.db.backends.postgresql"
+        db["ENGINE"] = "workorder.core.postgresql"
         db["OPTIONS"] = {"connect_timeout": 5}
         db["CONN_MAX_AGE"] = 0
         try:

@@ -117,6 +117,8 @@ if DATABASE_URL:
         conn_health_checks=True,
     )
     if _db["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend with a health check that needs no round trip (core/postgresql/base.py).
+        _db["ENGINE"] = "workorder.core.postgresql"
         _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 5))
     _password = env_secret("DATABASE_PASSWORD")
     if _password:
