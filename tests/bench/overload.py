@@ -8,7 +8,7 @@ The production stack (tests/harness/stack.py) with nginx's per-address limit rai
 comes from 127.0.0.1). First the capacity: a closed loop of 16 requests in flight on the task list
 (supervisor, page 1 of 20). Then an open loop: requests are *sent on a schedule* at --factor times
 that rate, whatever the answers (a closed loop would slow down with the server and never overload
-it), and every latency is measured from the scheduled send time, so a late client thread counts
+it), and every latency is measured from the scheduled send time, so a late generator counts
 against the server rather than hiding its queue. After --overload-time seconds the rate drops to
 half the capacity. Prints per second: requests sent, served (200), shed (503 from the queue
 deadline), other failures, and the served p95; then the summary: p95/max of served requests during
@@ -19,12 +19,11 @@ overload, the shed share, the longest answer of any kind, and how long after the
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import multiprocessing
+import resource
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,37 +38,67 @@ PATH = "/api/tasks/?page=1&page_size=20"
 
 
 def open_loop(port: int, token: str, schedule: list[float], t0: float, queue) -> None:
-    """Send one request at each scheduled offset from t0 (one connection per request thread)."""
-    local = threading.local()
-    results = []
-    lock = threading.Lock()
+    """Send one request at each scheduled offset from t0 (wall clock, shared by the processes)."""
+    queue.put(asyncio.run(_open_loop(port, token, schedule, t0)))
 
-    def send(offset: float) -> None:
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one HTTP/1.1 response (Content-Length or chunked body): (status, connection closes)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip().lower()
+    if headers.get(b"transfer-encoding") == b"chunked":
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    else:
+        await reader.readexactly(int(headers.get(b"content-length", b"0")))
+    return status, headers.get(b"connection") == b"close"
+
+
+async def _open_loop(port: int, token: str, schedule: list[float], t0: float) -> list[tuple[float, float, int]]:
+    """Open loop on asyncio streams: a request is written at its time on an idle keep-alive connection
+    (a new one if none is idle), whatever the answers to earlier ones; ~10x less CPU per request than
+    threads with http.client, so the generator keeps to its schedule at twice the capacity."""
+    request = (f"GET {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Token {token}\r\n"
+               "Accept: application/json\r\n\r\n").encode()
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    results: list[tuple[float, float, int]] = []
+
+    async def send(offset: float) -> None:
+        connection = idle.pop() if idle else None
+        status, closes = 0, True
         try:
-            conn.request("GET", PATH, headers={"Authorization": f"Token {token}", "Host": "127.0.0.1"})
-            response = conn.getresponse()
-            response.read()
-            status = response.status
-            if response.will_close:
-                conn.close()
-                local.conn = None
-        except (OSError, http.client.HTTPException):
-            status = 0
-            conn.close()
-            local.conn = None
-        with lock:
-            results.append((offset, time.monotonic() - t0 - offset, status))
+            if connection is None:
+                connection = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = connection
+            writer.write(request)
+            status, closes = await asyncio.wait_for(_read_response(reader), timeout=30)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            status, closes = 0, True
+        results.append((offset, time.time() - t0 - offset, status))
+        if connection is not None:
+            if closes:
+                connection[1].close()
+            else:
+                idle.append(connection)
 
-    with ThreadPoolExecutor(max_workers=256) as pool:
-        for offset in schedule:
-            delay = t0 + offset - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            pool.submit(send, offset)
-    queue.put(results)
+    tasks = []
+    for offset in schedule:
+        delay = t0 + offset - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send(offset)))
+    await asyncio.gather(*tasks)
+    for _, writer in idle:
+        writer.close()
+    return results
 
 
 def pct(values: list[float], p: float) -> float:
@@ -85,7 +114,7 @@ def main() -> int:
     parser.add_argument("--overload-time", type=float, default=30.0)
     parser.add_argument("--recovery-time", type=float, default=20.0)
     parser.add_argument("--work-orders", type=int, default=20000)
-    parser.add_argument("--processes", type=int, default=2, help="generator processes")
+    parser.add_argument("--processes", type=int, default=1, help="generator processes (asyncio each)")
     args = parser.parse_args()
 
     options = StackOptions(work_orders=args.work_orders, monitoring=False, rate_limit="100000r/s", rate_burst=100000,
@@ -99,7 +128,9 @@ def main() -> int:
               f"{args.overload_time:.0f} s, then {low:.0f} req/s for {args.recovery_time:.0f} s", flush=True)
         schedule = [i / high for i in range(int(high * args.overload_time))]
         schedule += [args.overload_time + i / low for i in range(int(low * args.recovery_time))]
-        t0 = time.monotonic() + 1.0
+        t0 = time.time() + 1.0  # wall clock: the same instant in every generator process
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # one socket per request in flight
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
         queue = multiprocessing.Queue()
         workers = [multiprocessing.Process(target=open_loop, args=(stack.nginx.port, token, schedule[n::args.processes],
                                                                    t0, queue))
