@@ -102,10 +102,41 @@ def test_stale_statistics_are_recomputed_by_one_process_while_others_get_the_sta
         calls.append(1)
         return {"n": len(calls)}
 
-    assert views.cached("probe", compute) == {"n": 1}
+    assert views.cached("probe", compute) == {"n": 1}  # a cold cache: computed in the request
     assert views.cached("probe", compute) == {"n": 1}  # fresh: no recompute
     clock[0] += 6  # stale now
     cache.add("statistics:probe:refresh", 1, timeout=30)  # another worker is refreshing
     assert views.cached("probe", compute) == {"n": 1}
+    assert calls == [1]
     cache.delete("statistics:probe:refresh")
+    # This process wins the refresh: the request still answers at once with the stale value, and the
+    # aggregates run in the refresher thread.
+    assert views.cached("probe", compute) == {"n": 1}
+    views._refresher().submit(lambda: None).result(timeout=10)  # the refresh queued before it is done
+    assert calls == [1, 1] and cache.get("statistics:probe:refresh") is None
     assert views.cached("probe", compute) == {"n": 2}
+
+
+def test_a_failed_background_refresh_keeps_the_stale_value_and_is_retried(settings, monkeypatch, caplog):
+    from workorder.statistics import views
+
+    settings.STATISTICS_CACHE_SECONDS = 5
+    cache.clear()
+    clock = [1000.0]
+    monkeypatch.setattr(views.time, "time", lambda: clock[0])
+    results = [{"n": 1}, RuntimeError("database went away"), {"n": 3}]
+
+    def compute():
+        result = results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    assert views.cached("probe", compute) == {"n": 1}
+    clock[0] += 6
+    assert views.cached("probe", compute) == {"n": 1}  # refresh fails in the background
+    views._refresher().submit(lambda: None).result(timeout=10)
+    assert "refreshing statistics:probe failed" in caplog.text
+    assert views.cached("probe", compute) == {"n": 1}  # still stale: tried again
+    views._refresher().submit(lambda: None).result(timeout=10)
+    assert views.cached("probe", compute) == {"n": 3}
