@@ -200,7 +200,7 @@ def test_settings_read_the_redis_password_from_a_file(tmp_path):
         assert out.stdout.strip() == f"unix://:{expected}@/run/redis-workorder/redis.sock?db=0"
 
 
-def test_every_cache_operation_and_thread_shares_one_redis_client_and_connection_pool(redis_cache, redis_server):
+def test_every_cache_operation_and_thread_shares_one_redis_client_and_connection_pool(redis_cache, monkeypatch):
     """One redis.Redis per pool, not one per operation (Django's default); parallel threads share it and
     each sees its own writes."""
     import threading
@@ -225,15 +225,12 @@ def test_every_cache_operation_and_thread_shares_one_redis_client_and_connection
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
-    redis.Redis.__init__ = counting_init
-    try:
-        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    finally:
-        redis.Redis.__init__ = original_init
+    monkeypatch.setattr(redis.Redis, "__init__", counting_init)
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     assert errors == []
     assert len(built) <= 1  # the first operation of the fixture's fresh cache may build it, nothing after
     assert redis_cache.get_many([f"t{n}-49" for n in range(8)]) == {f"t{n}-49": 49 for n in range(8)}
