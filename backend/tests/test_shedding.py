@@ -27,6 +27,11 @@ def test_a_request_queued_past_the_deadline_is_503_with_retry_after_and_counted(
     assert shed_count() == before + 1
 
 
+def test_by_default_a_request_that_waited_past_800_ms_is_shed_and_one_within_it_is_served():
+    assert Client(REMOTE_ADDR="").get("/api/tasks/", **stamped(0.85)).status_code == 503
+    assert Client(REMOTE_ADDR="").get("/api/tasks/", **stamped(0.6)).status_code == 401
+
+
 def test_a_request_within_the_deadline_is_served():
     response = Client(REMOTE_ADDR="127.0.0.1").get("/api/tasks/", **stamped(0.1))
     assert response.status_code == 401  # reached the API (no token), not shed

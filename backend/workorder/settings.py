@@ -226,7 +226,7 @@ if WORKORDER_PASSWORD_HASH_WAIT_MS < 0:
 WORKORDER_TRUSTED_PROXY_NETWORKS = env_list("WORKORDER_TRUSTED_PROXY_NETWORKS", "127.0.0.0/8,::1/128")
 # Requests that waited longer than this in gunicorn's queue (nginx's X-Request-Start) are shed with a
 # fast 503 (core/shedding.py); 0 turns shedding off.
-WORKORDER_QUEUE_DEADLINE_MS = env_int("WORKORDER_QUEUE_DEADLINE_MS", 1000)
+WORKORDER_QUEUE_DEADLINE_MS = env_int("WORKORDER_QUEUE_DEADLINE_MS", 800)
 if WORKORDER_QUEUE_DEADLINE_MS < 0:
     raise ConfigurationError(f"WORKORDER_QUEUE_DEADLINE_MS must not be negative, got {WORKORDER_QUEUE_DEADLINE_MS}")
 # May a supervisor approve a work order they created themselves? (Admins always may.)

@@ -483,7 +483,7 @@ def test_thirty_wrong_passwords_lock_the_account_from_that_address_only_through_
 # --- overload: requests that queued past the deadline are shed ---------------------------------
 def test_requests_queued_past_the_deadline_get_a_fast_503_with_retry_after_then_service_resumes(edge):
     """gunicorn frozen (SIGSTOP) stands in for a saturated server: requests queue behind it. Once it
-    runs again, everything that waited past WORKORDER_QUEUE_DEADLINE_MS (1 s) is refused at once
+    runs again, everything that waited past WORKORDER_QUEUE_DEADLINE_MS (0.8 s) is refused at once
     with 503 + Retry-After, counted in workorder_requests_shed_total, and new requests are served."""
     import os
     import signal

@@ -3,7 +3,7 @@
 nginx stamps every request it passes to gunicorn with `X-Request-Start: t=<seconds since the epoch,
 millisecond resolution>` ($msec, the moment nginx read the request). When the service runs past its
 capacity, requests queue in gunicorn (its accept backlog and each worker's connection queue); a request
-that has already waited WORKORDER_QUEUE_DEADLINE_MS (default 1,000 ms) is answered 503 with
+that has already waited WORKORDER_QUEUE_DEADLINE_MS (default 800 ms) is answered 503 with
 `Retry-After: 1` and the JSON error shape before anything else runs (~0.1 ms instead of a full request),
 so the backlog drains and the requests still served keep their latency. Counted in
 `workorder_requests_shed_total`; the `WorkorderSheddingLoad` alert and the SLO rules' shed ratio use it
