@@ -124,3 +124,30 @@ def test_disallowed_host_is_400_json_and_no_error_is_logged(host, caplog):
 
 def test_probes_answer_whatever_the_host(client):
     assert Client(HTTP_HOST="127.0.0.1:8001").get("/health/").status_code == 200
+
+
+# --- the admin's session middlewares are not run for the API --------------------------------------
+def test_api_requests_get_no_session_and_no_message_storage_while_the_admin_gets_both():
+    from tests import domain_builders as b
+    from workorder.accounts.tokens import issue_token
+
+    user = b.admin()
+    browser = Client()
+    browser.force_login(user)
+    admin_page = browser.get("/admin/")
+    assert admin_page.status_code == 200
+    assert admin_page.wsgi_request.session.session_key and admin_page.wsgi_request.user == user
+    assert hasattr(admin_page.wsgi_request, "_messages")
+
+    # The same browser, its session cookie and a token: the API reads neither the session nor messages.
+    api = browser.get("/api/auth/me/", HTTP_AUTHORIZATION=f"Token {issue_token(user)[1]}")
+    assert api.status_code == 200 and api.json()["username"] == user.username
+    assert not hasattr(api.wsgi_request, "session") and not hasattr(api.wsgi_request, "_messages")
+    assert "Set-Cookie" not in api and "Cookie" not in api.get("Vary", "")
+
+
+def test_the_admin_still_finds_its_session_authentication_and_message_middlewares():
+    from django.core import checks
+
+    errors = [e.id for e in checks.run_checks() if e.id in ("admin.E408", "admin.E409", "admin.E410")]
+    assert errors == []

@@ -72,12 +72,13 @@ MIDDLEWARE = [
     "workorder.core.edge.HostValidationMiddleware",  # a Host outside ALLOWED_HOSTS: 400 JSON, no traceback
     "workorder.core.edge.ContentSecurityPolicyMiddleware",  # /api/docs/, /api/redoc/, /admin/
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Sessions, request.user and messages serve the admin; the API (tokens, no cookies) skips them.
+    "workorder.core.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "workorder.core.middleware.AuthenticationMiddleware",
     "workorder.accounts.lockout.LoginLockedOutMiddleware",  # a locked-out login is 429, API and admin alike
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "workorder.core.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, so that its latency covers URL resolution, every process_view and the view; the
     # operational endpoints, shed and edge-refused requests above are not counted (see module).
