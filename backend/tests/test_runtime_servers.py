@@ -301,7 +301,7 @@ def test_gunicorn_config_from_environment(tmp_path):
     defaults = json.loads(subprocess.run([script("python"), "-c", code], env=server_env(tmp_path), capture_output=True,
                                          text=True, check=True).stdout)
     assert defaults["bind"] == ["127.0.0.1:8000"] and defaults["keepalive"] > 60  # > nginx upstream keepalive_timeout
-    assert defaults["worker_class"] == "gthread" and defaults["workers"] == 2 * len(os.sched_getaffinity(0)) + 1
+    assert defaults["worker_class"] == "gthread" and defaults["workers"] == len(os.sched_getaffinity(0)) + 1
     assert defaults["threads"] == 2
 
 

@@ -27,8 +27,9 @@ umask = 0o007  # the unix socket is rw for the service group (nginx joins it), n
 
 # --- workers ----------------------------------------------------------------------------------
 # gthread beat sync on /api/tasks/ in throughput and median latency (tests/bench/worker_class.py), and
-# only gthread honours keep-alive from nginx's upstream pool; 2 x CPUs + 1 workers of 2 threads spent
-# less CPU per request on the full mix than CPUs + 1 of 3 (tests/bench/capacity.py; docs/runtime.md).
+# only gthread honours keep-alive from nginx's upstream pool; on the full mix at 1,000 users, CPUs + 1
+# workers of 2 threads shed fewer requests and spent less CPU per request than 2 x CPUs + 1 of 2, and
+# CPUs + 1 of 3 spent more per view (tests/bench/capacity.py; docs/runtime.md, "Workers and threads").
 _DEFAULT_WORKER_CLASS = "gthread"
 with _env.configuration_errors():  # a malformed number: one line and exit 2, before gunicorn starts
     worker_class = _env.env("GUNICORN_WORKER_CLASS", _DEFAULT_WORKER_CLASS)

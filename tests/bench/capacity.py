@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-time", type=int, default=20)
     parser.add_argument("--login-samples", type=int, default=10)
     parser.add_argument("--keep-going", action="store_true", help="run every step even after the SLA breaks")
-    parser.add_argument("--workers", type=int, help="GUNICORN_WORKERS (default: the package's, 2 x CPUs + 1)")
+    parser.add_argument("--workers", type=int, help="GUNICORN_WORKERS (default: the package's, CPUs + 1)")
     parser.add_argument("--threads", type=int, help="GUNICORN_THREADS (default: the package's)")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "reports" / "bench")
     args = parser.parse_args(argv)

@@ -165,7 +165,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy CPU profile per endpoint")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--out", type=Path, help="also write the Markdown to this file")
-    parser.add_argument("--workers", type=int, help="GUNICORN_WORKERS (default: the package's, 2 x CPUs + 1)")
+    parser.add_argument("--workers", type=int, help="GUNICORN_WORKERS (default: the package's, CPUs + 1)")
     parser.add_argument("--threads", type=int, help="GUNICORN_THREADS (default: the package's)")
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n] or list(ENDPOINTS)

@@ -140,9 +140,9 @@ def cpu_count() -> int:
 
 
 # gunicorn's defaults (gunicorn_conf.py), here so that the test harness starts what the package starts:
-# 2 x CPUs + 1 gthread workers of 2 threads (docs/runtime.md, "Workers and threads").
+# CPUs + 1 gthread workers of 2 threads (docs/runtime.md, "Workers and threads").
 DEFAULT_GUNICORN_THREADS = 2
 
 
 def default_gunicorn_workers() -> int:
-    return 2 * cpu_count() + 1
+    return cpu_count() + 1
