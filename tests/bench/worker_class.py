@@ -7,7 +7,7 @@
 Same machine, same run, same database: a throwaway PostgreSQL + Redis, `seed_loadtest` with
 --work-orders N, then gunicorn with the package's config (python:workorder.gunicorn_conf) and
 GUNICORN_WORKER_CLASS=sync or gthread with GUNICORN_THREADS=N (same GUNICORN_WORKERS, default
-2*CPU+1), alternating the order per round so drift on a shared machine hits both. A closed-loop client (processes x threads, no think
+the package's, CPUs + 1), alternating the order per round so drift on a shared machine hits both. A closed-loop client (processes x threads, no think
 time) holds a fixed number of requests in flight, authenticated as a load-test supervisor, each on a
 persistent connection where the server allows it (what nginx's upstream keepalive pool does; sync
 workers close after every response, so those clients reconnect). Prints a Markdown table.
@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from harness.app import GunicornServer
 from harness.services import PostgresServer, RedisServer, free_port
+from workorder.core.env import default_gunicorn_workers
 
 BIN = Path(sys.executable).parent
 PASSWORD = "bench-password-123"
@@ -116,7 +117,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per measurement (default 20)")
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2, help="sync+gthread pairs, alternating (default 2)")
-    parser.add_argument("--workers", type=int, default=2 * len(os.sched_getaffinity(0)) + 1)
+    parser.add_argument("--workers", type=int, default=default_gunicorn_workers())
     parser.add_argument("--variants", default="sync,gthread:2,gthread:4",
                         help="worker classes to compare, gthread:N = N threads per worker (default %(default)s)")
     parser.add_argument("--work-orders", type=int, default=2000)
