@@ -40,13 +40,16 @@ def users(shop):
 
 
 def compiled(user, path):
-    """The statements one request of `user` compiles, from an empty cache: {key: (sql, params)}."""
+    """The statements one request of `user` compiles, from an empty cache: {key: (sql, params)}, pages
+    and COUNTs."""
     pagination.statements.clear()
     cache.clear()
     pagination.counts.clear_local()
     response = b.client(user).get(path)
     assert response.status_code in (200, 404), response.content  # 404: a page past this user's last
-    return {key: (statement.sql, statement.params) for key, statement in pagination.statements.pages.items()}
+    return {**{key: (statement.sql, statement.params) for key, statement in pagination.statements.pages.items()},
+            **{("count", key): (statement.sql, statement.params)
+               for key, statement in pagination.statements.counts.items()}}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -58,8 +61,10 @@ def test_users_with_equal_visibility_scopes_compile_the_same_statement(shop, pat
         statements = compiled(user, path)
         for key, statement in statements.items():
             assert seen.setdefault(key, statement) == statement, (key, user.username)
-    scopes = {key[0][1] for key in seen}
+    scopes = {key[1][1] if key[0] == "count" else key[0][1] for key in seen}
     assert len(scopes) >= 3, scopes  # every view and page: several scopes (admins, departments, makers)
+    if "page=" in path:  # a later page needs the COUNT: it was kept too
+        assert any(key[0] == "count" for key in seen)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -93,6 +98,36 @@ def test_a_compiled_page_builds_and_compiles_nothing_and_reads_current_rows(shop
     assert compiles == []  # the count came from the count cache, the page from its statement
     assert first_row["id"] not in [row["id"] for row in after["results"]]  # current rows, not remembered ones
     assert [row["id"] for row in after["results"]][:4] == [row["id"] for row in before["results"]][1:]
+
+
+def test_a_count_cache_miss_on_a_compiled_list_builds_and_compiles_nothing_and_counts_current_rows(
+        shop, monkeypatch):
+    api = b.client(shop.admin)
+    path = "/api/tasks/?page_size=5&page=2"
+    assert api.get(path).json()["count"] == 12
+    assert len(pagination.statements.counts) == 1
+    shop.approved()  # 14 tasks
+    cache.clear()
+    pagination.counts.clear_local()  # the count cache misses: the kept statement counts
+    compiles = []
+    original = SQLCompiler.as_sql
+    monkeypatch.setattr(SQLCompiler, "as_sql", lambda self, *a, **kw: compiles.append(self) or original(self, *a, **kw))
+
+    from workorder.production.views import TaskViewSet
+
+    monkeypatch.setattr(TaskViewSet, "get_queryset", lambda self: pytest.fail("get_queryset ran for a kept COUNT"))
+    body = api.get(path).json()
+    assert compiles == []
+    assert body["count"] == 14 and len(body["results"]) == 5
+
+
+def test_a_count_without_one_statement_to_keep_is_counted_every_time_and_not_kept(shop):
+    from workorder.core.statements import CountStatement
+
+    queryset = Task.objects.none()
+    assert CountStatement.count(queryset) == (0, None)  # known empty: no SQL ran
+    value, statement = CountStatement.count(Task.objects.all())
+    assert value == 12 and statement.value() == 12 and "COUNT" in statement.sql.upper()
 
 
 def test_an_invalid_filter_is_a_400_every_time_and_compiles_nothing(shop):

@@ -23,7 +23,9 @@ answering it. A page's statement is keyed by the view, the visibility scope, the
 other than page and page_size, and the page's LIMIT/OFFSET: equal scopes see equal rows, so equal
 keys compile to the same SQL and parameters (test_list_statements.py checks it for every user of the
 seed). Only SQL text is kept, never rows: every request runs its statement and sees current data.
-A key is only looked up once its filters validated (a 400 is never cached).
+A key is only looked up once its filters validated (a 400 is never cached). A miss of the count cache
+runs the COUNT statement the ORM ran for the same list key before (core/statements.py), without
+building or compiling the queryset again.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import PageNumberPagination
 
-from .statements import Statement
+from .statements import CountStatement, Statement
 
 MAX_PAGE_SIZE = 100
 
@@ -127,12 +129,14 @@ counts = _CountCache()
 
 
 class _Statements:
-    """Compiled list pages of this process, by (list identity, LIMIT/OFFSET); bounded."""
+    """Compiled list pages of this process, by (list identity, LIMIT/OFFSET), and their COUNTs, by list
+    identity; bounded."""
 
     MAX_KEYS = 4096
 
     def __init__(self) -> None:
         self.pages: dict[tuple, Statement] = {}
+        self.counts: dict[tuple, CountStatement] = {}
         self.validated: set[tuple] = set()  # identities whose filters validated once (no 400)
 
     def get(self, key: tuple) -> Statement | None:
@@ -144,8 +148,14 @@ class _Statements:
         self.pages[key] = statement
         self.validated.add(key[0])
 
+    def put_count(self, identity: tuple, statement: CountStatement) -> None:
+        if len(self.counts) >= self.MAX_KEYS:
+            self.counts.clear()
+        self.counts[identity] = statement
+
     def clear(self) -> None:
         self.pages.clear()
+        self.counts.clear()
         self.validated.clear()
 
 
@@ -185,7 +195,16 @@ class PageSource:
         return self.view.filter_queryset(self.view.get_queryset())
 
     def count(self) -> int:
-        return self.queryset.count()
+        identity = self.statement_identity
+        if identity is None:
+            return self.queryset.count()
+        statement = statements.counts.get(identity)
+        if statement is not None:
+            return statement.value()
+        value, statement = CountStatement.count(self.queryset)
+        if statement is not None:
+            statements.put_count(identity, statement)
+        return value
 
     def __getitem__(self, item):
         if not isinstance(item, slice) or item.step is not None:
