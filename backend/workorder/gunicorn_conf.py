@@ -26,8 +26,9 @@ bind = _env.env_list("GUNICORN_BIND", "127.0.0.1:8000")
 umask = 0o007  # the unix socket is rw for the service group (nginx joins it), nobody else
 
 # --- workers ----------------------------------------------------------------------------------
-# gthread beat sync on /api/tasks/ in throughput and median latency (tests/bench/worker_class.py), and
-# only gthread honours keep-alive from nginx's upstream pool; on the full mix at 1,000 users, CPUs + 1
+# On the full mix at 1,000 users gthread spent 15-20 % less CPU per request than 2 x CPUs + 1 sync
+# workers, at a third to a half of their p95 (alternating runs; sync wins on /api/tasks/ alone), and
+# only gthread honours keep-alive from nginx's upstream pool. At that step CPUs + 1
 # workers of 2 threads shed fewer requests and spent less CPU per request than 2 x CPUs + 1 of 2, and
 # CPUs + 1 of 3 spent more per view (tests/bench/capacity.py; docs/runtime.md, "Workers and threads").
 _DEFAULT_WORKER_CLASS = "gthread"

@@ -422,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-going", action="store_true", help="run every step even after the SLA breaks")
     parser.add_argument("--workers", type=int, help="GUNICORN_WORKERS (default: the package's, CPUs + 1)")
     parser.add_argument("--threads", type=int, help="GUNICORN_THREADS (default: the package's)")
+    parser.add_argument("--worker-class", help="GUNICORN_WORKER_CLASS (default: the package's)")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "reports" / "bench")
     args = parser.parse_args(argv)
 
@@ -432,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
                            supervisors=args.supervisors, makers=args.makers, rate_limit="100000r/s", rate_burst=100000,
                            nginx_access_log=False, scrape_interval="15s",  # the module's scrape interval
                            gunicorn_workers=args.workers,
-                           gunicorn_extra_env={"GUNICORN_THREADS": str(args.threads)} if args.threads else {})
+                           gunicorn_extra_env={**({"GUNICORN_THREADS": str(args.threads)} if args.threads else {}),
+                                               **({"GUNICORN_WORKER_CLASS": args.worker_class}
+                                                  if args.worker_class else {})})
     stack = Stack(options)
     with_floor(stack)
     started = datetime.now(UTC)
