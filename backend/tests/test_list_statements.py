@@ -121,7 +121,7 @@ def test_a_count_cache_miss_on_a_compiled_list_builds_and_compiles_nothing_and_c
     assert body["count"] == 14 and len(body["results"]) == 5
 
 
-def test_a_count_without_one_statement_to_keep_is_counted_every_time_and_not_kept(shop):
+def test_a_count_that_ran_no_statement_keeps_none_and_one_that_ran_one_keeps_it(shop):
     from workorder.core.statements import CountStatement
 
     queryset = Task.objects.none()
