@@ -147,8 +147,8 @@ def test_a_planted_pickle_is_a_miss_and_never_unpickled(redis_cache, redis_serve
     assert redis_server.client().get(redis_cache.make_and_validate_key("statistics:task_summary")) is None
 
     plant(redis_server, redis_cache, "statistics:collaboration", marker)
-    assert cached("collaboration", lambda: {"handoffs": [], "waiting": []}) == {"handoffs": [], "waiting": []}
-    assert cached("collaboration", lambda: pytest.fail("recomputed")) == {"handoffs": [], "waiting": []}
+    assert cached("collaboration", lambda: {"handoffs": [], "waiting": []}).value == {"handoffs": [], "waiting": []}
+    assert cached("collaboration", lambda: pytest.fail("recomputed")).value == {"handoffs": [], "waiting": []}
 
     plant(redis_server, redis_cache, "login:gen", marker)
     redis_cache.set("login:other", 1.5, 60)

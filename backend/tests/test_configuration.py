@@ -78,6 +78,8 @@ ENTRY_POINTS = {
     "gunicorn config, settings": ([script("python"), "-c", "import workorder.gunicorn_conf"],
                                   {"WORKORDER_METRICS_ALLOWED_NETWORKS": "everyone"},
                                   "WORKORDER_METRICS_ALLOWED_NETWORKS: 'everyone' is not a network (e.g. 127.0.0.0/8)"),
+    "settings, a range": ([script("workorder-manage"), "check"], {"WORKORDER_STATISTICS_REFRESH_PERCENT": "0"},
+                          "WORKORDER_STATISTICS_REFRESH_PERCENT must be 1 to 100, got 0"),
     "workorder-daphne": ([script("workorder-daphne"), "--check"], {"DJANGO_DEBUG": "maybe"},
                          "DJANGO_DEBUG must be true or false, got 'maybe'"),
     "workorder-backup": ([script("workorder-backup"), "list"], {},

@@ -1,4 +1,4 @@
-"""Statistics endpoints: correct aggregates, cached for STATISTICS_CACHE_SECONDS."""
+"""Statistics endpoints: correct aggregates, cached for STATISTICS_CACHE_SECONDS or by their cost, with their age."""
 
 import datetime as dt
 
@@ -102,19 +102,19 @@ def test_stale_statistics_are_recomputed_by_one_process_while_others_get_the_sta
         calls.append(1)
         return {"n": len(calls)}
 
-    assert views.cached("probe", compute) == {"n": 1}  # a cold cache: computed in the request
-    assert views.cached("probe", compute) == {"n": 1}  # fresh: no recompute
+    assert views.cached("probe", compute).value == {"n": 1}  # a cold cache: computed in the request
+    assert views.cached("probe", compute).value == {"n": 1}  # fresh: no recompute
     clock[0] += 6  # stale now
     cache.add("statistics:probe:refresh", 1, timeout=30)  # another worker is refreshing
-    assert views.cached("probe", compute) == {"n": 1}
+    assert views.cached("probe", compute).value == {"n": 1}
     assert calls == [1]
     cache.delete("statistics:probe:refresh")
     # This process wins the refresh: the request still answers at once with the stale value, and the
     # aggregates run in the refresher thread.
-    assert views.cached("probe", compute) == {"n": 1}
+    assert views.cached("probe", compute).value == {"n": 1}
     views._refresher().submit(lambda: None).result(timeout=10)  # the refresh queued before it is done
     assert calls == [1, 1] and cache.get("statistics:probe:refresh") is None
-    assert views.cached("probe", compute) == {"n": 2}
+    assert views.cached("probe", compute).value == {"n": 2}
 
 
 def test_a_failed_background_refresh_keeps_the_stale_value_and_is_retried(settings, monkeypatch, caplog):
@@ -132,11 +132,77 @@ def test_a_failed_background_refresh_keeps_the_stale_value_and_is_retried(settin
             raise result
         return result
 
-    assert views.cached("probe", compute) == {"n": 1}
+    assert views.cached("probe", compute).value == {"n": 1}
     clock[0] += 6
-    assert views.cached("probe", compute) == {"n": 1}  # refresh fails in the background
+    assert views.cached("probe", compute).value == {"n": 1}  # refresh fails in the background
     views._refresher().submit(lambda: None).result(timeout=10)
     assert "refreshing statistics:probe failed" in caplog.text
-    assert views.cached("probe", compute) == {"n": 1}  # still stale: tried again
+    assert views.cached("probe", compute).value == {"n": 1}  # still stale: tried again
     views._refresher().submit(lambda: None).result(timeout=10)
-    assert views.cached("probe", compute) == {"n": 3}
+    assert views.cached("probe", compute).value == {"n": 3}
+
+
+def test_an_expensive_statistic_stays_fresh_until_its_refresh_costs_at_most_the_configured_share(settings, monkeypatch):
+    """0.3 s of computing at 2 %: fresh for 15 s, not the configured 5; a cheap one for the 5 s."""
+    from workorder.statistics import views
+
+    settings.STATISTICS_CACHE_SECONDS = 5
+    settings.STATISTICS_REFRESH_PERCENT = 2
+    cache.clear()
+    clock, counter = [1000.0], [0.0]
+    monkeypatch.setattr(views.time, "time", lambda: clock[0])
+    monkeypatch.setattr(views.time, "perf_counter", lambda: counter[0])
+    calls = {"expensive": 0, "cheap": 0}
+
+    def computing(name, seconds):
+        def compute():
+            calls[name] += 1
+            counter[0] += seconds
+            return {"n": calls[name]}
+        return compute
+
+    expensive, cheap = computing("expensive", 0.3), computing("cheap", 0.01)
+    views.cached("expensive", expensive), views.cached("cheap", cheap)
+    clock[0] += 14
+    assert views.cached("expensive", expensive).value == {"n": 1}
+    assert views.cached("cheap", cheap).value == {"n": 1}  # stale: refreshed in the background
+    views._refresher().submit(lambda: None).result(timeout=10)
+    assert calls == {"expensive": 1, "cheap": 2}
+    clock[0] += 1.5  # 15.5 s after the expensive one was computed
+    assert views.cached("expensive", expensive).value == {"n": 1}
+    views._refresher().submit(lambda: None).result(timeout=10)
+    assert calls["expensive"] == 2
+
+    settings.STATISTICS_REFRESH_PERCENT = 100  # no bound beyond the configured seconds
+    cache.clear()
+    views.cached("expensive", expensive)
+    clock[0] += 6
+    views.cached("expensive", expensive)
+    views._refresher().submit(lambda: None).result(timeout=10)
+    assert calls["expensive"] == 4
+
+
+def test_statistics_answers_say_how_old_they_are_in_the_age_header(shop, settings, monkeypatch):
+    from workorder.statistics import views
+
+    settings.STATISTICS_CACHE_SECONDS = 60
+    clock = [1000.0]
+    monkeypatch.setattr(views.time, "time", lambda: clock[0])
+    api = b.client(shop.admin)
+    for path in ("/api/statistics/task_summary/", "/api/statistics/department_workload/",
+                 "/api/statistics/collaboration/"):
+        assert api.get(path)["Age"] == "0"
+    clock[0] += 42.7
+    assert api.get("/api/statistics/collaboration/")["Age"] == "42"
+    settings.STATISTICS_CACHE_SECONDS = 0  # not cached: computed for this answer
+    assert api.get("/api/statistics/collaboration/")["Age"] == "0"
+
+
+def test_a_cached_statistic_without_its_computation_time_is_computed_again(settings):
+    """An entry an earlier version wrote (value and expiry only) during a rolling upgrade."""
+    from workorder.statistics import views
+
+    settings.STATISTICS_CACHE_SECONDS = 60
+    cache.set("statistics:probe", {"value": {"n": 1}, "expires": 4102444800.0}, 600)
+    answer = views.cached("probe", lambda: {"n": 2})
+    assert answer.value == {"n": 2} and cache.get("statistics:probe")["computed"] == answer.computed

@@ -286,8 +286,14 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# Seconds the statistics endpoints may serve a cached answer (documented in the README).
+# Seconds the statistics endpoints may serve a cached answer (docs/api.md, "Statistics").
 STATISTICS_CACHE_SECONDS = env_int("WORKORDER_STATISTICS_CACHE_SECONDS", 5)
+# The most of one database connection's time the background refresh of one statistic may take, in
+# percent: an answer that took 0.3 s to compute stays fresh for at least 0.3 s x 100 / 2 = 15 s, so the
+# refreshes' cost stays bounded as the task table grows (statistics/views.py).
+STATISTICS_REFRESH_PERCENT = env_int("WORKORDER_STATISTICS_REFRESH_PERCENT", 2)
+if not 1 <= STATISTICS_REFRESH_PERCENT <= 100:
+    raise ConfigurationError(f"WORKORDER_STATISTICS_REFRESH_PERCENT must be 1 to 100, got {STATISTICS_REFRESH_PERCENT}")
 # Seconds each server process may answer a reference list (the catalog's, the users') from its memory:
 # an edit in the admin shows in the lists within this time (core/api.py ReferenceListMixin).
 REFERENCE_CACHE_SECONDS = env_int("WORKORDER_REFERENCE_CACHE_SECONDS", 10)

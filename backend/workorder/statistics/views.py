@@ -1,16 +1,19 @@
 """Dashboard statistics: organisation-wide aggregates (counts only, no rows) for every signed-in user,
-cached for settings.STATISTICS_CACHE_SECONDS (WORKORDER_STATISTICS_CACHE_SECONDS, default 5)."""
+cached for settings.STATISTICS_CACHE_SECONDS (WORKORDER_STATISTICS_CACHE_SECONDS, default 5) or longer
+when computing them is expensive (settings.STATISTICS_REFRESH_PERCENT); every answer says how old it is
+in its `Age` header."""
 
 import logging
 import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -22,32 +25,54 @@ from .serializers import CollaborationSerializer, DepartmentWorkloadSerializer, 
 logger = logging.getLogger(__name__)
 
 
-def cached(name: str, compute):
-    """Serve `compute()` from the cache for STATISTICS_CACHE_SECONDS.
+class Answer(NamedTuple):
+    value: dict
+    computed: float  # time.time() when the aggregates were computed
+
+    def response(self) -> Response:
+        return Response(self.value, headers={"Age": str(max(0, int(time.time() - self.computed)))})
+
+
+def cached(name: str, compute) -> Answer:
+    """Serve `compute()` from the cache while it is fresh.
+
+    Fresh for STATISTICS_CACHE_SECONDS, or longer when computing took long: the next refresh waits
+    until the last one's duration is at most STATISTICS_REFRESH_PERCENT of the time between them (2 %:
+    a 0.3-s computation stays fresh for 15 s), so the aggregates over the whole task table cost a
+    bounded share of the database however large that table grows, and less often when the database
+    is busy (a computation takes longer then).
 
     Stale-while-revalidate: the value is kept 10x longer than it is fresh; when it is stale, one
     process (the one that wins cache.add on a short lock key) recomputes it while everyone, that
-    process's request included, keeps answering with the stale value: the aggregates (~0.1 s of
-    PostgreSQL on 100,000 tasks) run in a background thread, never while a request holds one of the
-    worker's few threads. Only a value nobody has yet (a cold cache) is computed in the request.
+    process's request included, keeps answering with the stale value: the aggregates run in a
+    background thread, never while a request holds one of the worker's few threads. Only a value
+    nobody has yet (a cold cache) is computed in the request.
     """
     seconds = int(getattr(settings, "STATISTICS_CACHE_SECONDS", 5))
     if seconds <= 0:
-        return compute()
+        return Answer(compute(), time.time())
     key = f"statistics:{name}"
     entry = cache.get(key)
+    if entry is not None and "computed" not in entry:  # written by a version that did not keep it
+        entry = None
     if entry is not None and entry["expires"] > time.time():
-        return entry["value"]
+        return Answer(entry["value"], entry["computed"])
     if entry is None:
-        return _store(key, compute(), seconds)
+        return _store(key, compute, seconds)
     if cache.add(f"{key}:refresh", 1, timeout=30):  # nobody else is refreshing it
         _refresher().submit(_refresh, key, compute, seconds)
-    return entry["value"]
+    return Answer(entry["value"], entry["computed"])
 
 
-def _store(key: str, value, seconds: int):
-    cache.set(key, {"value": value, "expires": time.time() + seconds}, seconds * 10)
-    return value
+def _store(key: str, compute, seconds: int) -> Answer:
+    started = time.perf_counter()
+    value = compute()
+    took = time.perf_counter() - started
+    fresh_for = max(seconds, took * 100 / settings.STATISTICS_REFRESH_PERCENT)
+    computed = time.time()
+    cache.set(key, {"value": value, "computed": computed, "expires": computed + fresh_for},
+              int(fresh_for * 10) + 1)
+    return Answer(value, computed)
 
 
 def _refresh(key: str, compute, seconds: int) -> None:
@@ -55,7 +80,7 @@ def _refresh(key: str, compute, seconds: int) -> None:
     # one that is too old or broken first.
     close_old_connections()
     try:
-        _store(key, compute(), seconds)
+        _store(key, compute, seconds)
     except Exception:  # the stale value stays; the next stale read tries again
         logger.warning("refreshing %s failed; the previous value is served meanwhile", key, exc_info=True)
     finally:
@@ -78,21 +103,26 @@ def _refresher() -> ThreadPoolExecutor:
         return _executor
 
 
+# The response header every statistics answer carries.
+AGE = OpenApiParameter("Age", int, OpenApiParameter.HEADER, response=[200],
+                       description="Seconds since these figures were computed (they are cached).")
+
+
 class TaskSummaryView(ApiViewMixin, APIView):
-    @extend_schema(responses={200: TaskSummarySerializer}, summary="Tasks by status, overall and per department")
+    @extend_schema(responses={200: TaskSummarySerializer}, parameters=[AGE], summary="Tasks by status, overall and per department")
     def get(self, request):
-        return Response(cached("task_summary", queries.task_summary))
+        return cached("task_summary", queries.task_summary).response()
 
 
 class DepartmentWorkloadView(ApiViewMixin, APIView):
-    @extend_schema(responses={200: DepartmentWorkloadSerializer},
+    @extend_schema(responses={200: DepartmentWorkloadSerializer}, parameters=[AGE],
                    summary="Per department: pending, in progress, completed today, operators, tasks per operator")
     def get(self, request):
-        return Response(cached("department_workload", queries.department_workload))
+        return cached("department_workload", queries.department_workload).response()
 
 
 class CollaborationView(ApiViewMixin, APIView):
-    @extend_schema(responses={200: CollaborationSerializer},
+    @extend_schema(responses={200: CollaborationSerializer}, parameters=[AGE],
                    summary="Hand-offs between departments and work orders waiting on each department")
     def get(self, request):
-        return Response(cached("collaboration", queries.collaboration))
+        return cached("collaboration", queries.collaboration).response()
