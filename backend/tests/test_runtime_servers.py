@@ -305,6 +305,15 @@ def test_gunicorn_config_from_environment(tmp_path):
     assert defaults["threads"] == 2
 
 
+def test_gunicorn_workers_switch_threads_every_millisecond_unless_configured(tmp_path):
+    """post_fork (gunicorn's hook in each new worker) sets Python's thread switch interval."""
+    code = "import sys, workorder.gunicorn_conf as c; c.post_fork(None, None); print(sys.getswitchinterval())"
+    for extra, interval in (({}, 0.001), ({"GUNICORN_SWITCH_INTERVAL_MS": 5}, 0.005)):
+        out = subprocess.run([script("python"), "-c", code], env=server_env(tmp_path, None, None, **extra),
+                             capture_output=True, text=True, check=True).stdout
+        assert float(out) == pytest.approx(interval)
+
+
 def test_gunicorn_wipes_the_multiprocess_directory_on_start(database, redis, tmp_path):
     env = server_env(tmp_path, database, redis.url())
     server = GunicornServer(env, tmp_path / "g", port=free_port(), workers=1)

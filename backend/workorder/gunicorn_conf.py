@@ -50,6 +50,14 @@ with _env.configuration_errors():  # a malformed number: one line and exit 2, be
     # limit (with jitter) to contain a memory leak until it is fixed.
     max_requests = _env.env_int("GUNICORN_MAX_REQUESTS", 0)
     max_requests_jitter = _env.env_int("GUNICORN_MAX_REQUESTS_JITTER", 0)
+    # Python's thread switch interval in each worker (its default is 5 ms). A worker's threads share one
+    # GIL: a thread whose answer from PostgreSQL has arrived waits for the other thread to let the GIL
+    # go, up to this interval, after every round trip. At 700 users, in alternating runs, 1 ms brought
+    # the five busiest endpoints' p99 from 4.4-7.9 (median 5.4) to 3.4-5.5 (median 4.1) times their
+    # median latency, at no measurable CPU cost (docs/runtime.md, "Thread switch interval").
+    _switch_interval_ms = _env.env_int("GUNICORN_SWITCH_INTERVAL_MS", 1)
+    if _switch_interval_ms < 1:
+        raise _env.ConfigurationError(f"GUNICORN_SWITCH_INTERVAL_MS must be at least 1, got {_switch_interval_ms}")
     # Refuse to start when the database lacks migrations this code needs (see _check_migrations).
     _check_migrations_at_start = _env.env_bool("WORKORDER_CHECK_MIGRATIONS_AT_START", True)
 # Who may set X-Forwarded-Proto: GUNICORN_FORWARDED_ALLOW_IPS, else the balancers the application
@@ -162,6 +170,10 @@ def on_starting(server) -> None:
     _wipe_multiproc_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     if _check_migrations_at_start:
         _check_migrations()
+
+
+def post_fork(server, worker) -> None:
+    sys.setswitchinterval(_switch_interval_ms / 1000)
 
 
 def child_exit(server, worker) -> None:

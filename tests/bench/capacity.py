@@ -423,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, help="GUNICORN_WORKERS (default: the package's, CPUs + 1)")
     parser.add_argument("--threads", type=int, help="GUNICORN_THREADS (default: the package's)")
     parser.add_argument("--worker-class", help="GUNICORN_WORKER_CLASS (default: the package's)")
+    parser.add_argument("--switch-interval-ms", type=int, help="GUNICORN_SWITCH_INTERVAL_MS (default: the package's)")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "reports" / "bench")
     args = parser.parse_args(argv)
 
@@ -435,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                            gunicorn_workers=args.workers,
                            gunicorn_extra_env={**({"GUNICORN_THREADS": str(args.threads)} if args.threads else {}),
                                                **({"GUNICORN_WORKER_CLASS": args.worker_class}
-                                                  if args.worker_class else {})})
+                                                  if args.worker_class else {}),
+                                               **({"GUNICORN_SWITCH_INTERVAL_MS": str(args.switch_interval_ms)}
+                                                  if args.switch_interval_ms else {})})
     stack = Stack(options)
     with_floor(stack)
     started = datetime.now(UTC)
