@@ -109,7 +109,8 @@ AGE = OpenApiParameter("Age", int, OpenApiParameter.HEADER, response=[200],
 
 
 class TaskSummaryView(ApiViewMixin, APIView):
-    @extend_schema(responses={200: TaskSummarySerializer}, parameters=[AGE], summary="Tasks by status, overall and per department")
+    @extend_schema(responses={200: TaskSummarySerializer}, parameters=[AGE],
+                   summary="Tasks by status, overall and per department")
     def get(self, request):
         return cached("task_summary", queries.task_summary).response()
 
