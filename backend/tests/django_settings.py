@@ -11,3 +11,7 @@ os.environ.setdefault("WORKORDER_STATE_DIR", "/tmp/workorder-tests-state")
 from workorder.settings import *  # the production settings, then the test-only overrides below
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in unit tests only
+# In-process tests run requests inside transactions that roll back, and a process's listener would hold
+# a connection to the test database that pytest-django drops: the token cache is tested with real
+# gunicorn workers (tests/test_token_cache.py) and by the stack test.
+WORKORDER_TOKEN_CACHE_SECONDS = 0

@@ -80,6 +80,8 @@ ENTRY_POINTS = {
                                   "WORKORDER_METRICS_ALLOWED_NETWORKS: 'everyone' is not a network (e.g. 127.0.0.0/8)"),
     "settings, a range": ([script("workorder-manage"), "check"], {"WORKORDER_STATISTICS_REFRESH_PERCENT": "0"},
                           "WORKORDER_STATISTICS_REFRESH_PERCENT must be 1 to 100, got 0"),
+    "settings, not negative": ([script("workorder-manage"), "check"], {"WORKORDER_TOKEN_CACHE_SECONDS": "-1"},
+                               "WORKORDER_TOKEN_CACHE_SECONDS must not be negative, got -1"),
     "workorder-daphne": ([script("workorder-daphne"), "--check"], {"DJANGO_DEBUG": "maybe"},
                          "DJANGO_DEBUG must be true or false, got 'maybe'"),
     "workorder-backup": ([script("workorder-backup"), "list"], {},

@@ -10,7 +10,8 @@ valid while all of these hold:
 - it is younger than WORKORDER_TOKEN_MAX_AGE_SECONDS (default 7 days; `expires_at`), however often used.
 A user has at most WORKORDER_TOKENS_PER_USER tokens (default 10): a login beyond that revokes the
 oldest. Logout revokes the token of the request; a password change or deactivation revokes them all
-(accounts/receivers.py). Every revocation sends `signals.tokens_revoked` once the transaction commits.
+(accounts/receivers.py). Every revocation sends `signals.tokens_revoked` once the transaction commits
+and tells every server process to drop its copies of the user's tokens (accounts/token_cache.py).
 
 Why not django-rest-knox: it has one expiry (no idle timeout alongside an absolute lifetime), and past
 its per-user limit it refuses the new login instead of revoking the oldest token.
@@ -27,6 +28,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
+from . import token_cache
 from .models import AuthToken, User
 from .signals import tokens_revoked
 
@@ -55,6 +57,7 @@ def plausible_key(key: str | None) -> bool:
 
 
 def _send_revoked(user_id: int, token_ids: list[int] | None) -> None:
+    token_cache.changed(user_id)  # in the revoking transaction: delivered when it commits
     transaction.on_commit(lambda: tokens_revoked.send(sender=AuthToken, user_id=user_id, token_ids=token_ids))
 
 
@@ -91,16 +94,23 @@ def authenticate_key(key: str, *, touch: bool = True) -> tuple[User, AuthToken] 
     that an open socket never keeps a token alive."""
     if not plausible_key(key):
         return None
-    token = _token_with_user(digest(key))
+    key_digest = digest(key)
+    token, kept = _token_with_user(key_digest)
+    now = timezone.now()
+    if kept and (not token.user.is_active or token.deadline() <= now):
+        # The process's copy says no (e.g. another process recorded a later use): ask the database.
+        token_cache.cache.discard(key_digest)
+        token, kept = _token_with_user(key_digest, fresh=True)
     if token is None or not token.user.is_active:
         return None
-    now = timezone.now()
     if token.deadline() <= now:
         return None
     if touch and now - token.last_used_at >= TOUCH_INTERVAL:
         # Conditional: of parallel requests one writes, the rest see the new value and skip.
         AuthToken.objects.filter(pk=token.pk, last_used_at=token.last_used_at).update(last_used_at=now)
         token.last_used_at = now
+        if kept:
+            _keep_last_use(key_digest, now)
     return token.user, token
 
 
@@ -122,24 +132,43 @@ def _lookup_statement(alias: str) -> tuple[str, list[str], list[str], dict]:
     return sql, token_columns, user_columns, converters
 
 
-def _token_with_user(key_digest: str) -> AuthToken | None:
-    """The token with this digest and its user (one query, as select_related would load them)."""
+def _token_with_user(key_digest: str, *, fresh: bool = False) -> tuple[AuthToken | None, bool]:
+    """(the token with this digest and its user, whether they came from this process's copy): one
+    query, as select_related would load them, unless the process keeps the row (token_cache.py)."""
     alias = DEFAULT_DB_ALIAS
     sql, token_columns, user_columns, converters = _lookup_statement(alias)
-    connection = connections[alias]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [key_digest])
-        row = cursor.fetchone()
+    cache = token_cache.cache
+    keeping = cache.enabled()
+    row = cache.get(key_digest) if keeping and not fresh else None
+    kept = row is not None
     if row is None:
-        return None
-    row = list(row)
-    for position, (functions, expression) in converters.items():
-        for convert in functions:
-            row[position] = convert(row[position], expression, connection)
+        generation = cache.generation()
+        connection = connections[alias]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [key_digest])
+            found = cursor.fetchone()
+        if found is None:
+            return None, False
+        found = list(found)
+        for position, (functions, expression) in converters.items():
+            for convert in functions:
+                found[position] = convert(found[position], expression, connection)
+        row = tuple(found)
+        if keeping and row[len(token_columns) + user_columns.index("is_active")]:
+            cache.put(key_digest, row[token_columns.index("user_id")], row, generation)
     split = len(token_columns)
     token = AuthToken.from_db(alias, token_columns, row[:split])
     token.user = User.from_db(alias, user_columns, row[split:])
-    return token
+    return token, kept
+
+
+def _keep_last_use(key_digest: str, when) -> None:
+    """Record in the process's copy the last use just written, so that the next requests do not write it."""
+    row = token_cache.cache.get(key_digest)
+    if row is not None:
+        _, token_columns, _, _ = _lookup_statement(DEFAULT_DB_ALIAS)
+        position = token_columns.index("last_used_at")
+        token_cache.cache.replace(key_digest, (*row[:position], when, *row[position + 1:]))
 
 
 def revoke_token(token: AuthToken) -> None:
