@@ -1,5 +1,5 @@
-"""Valid token lookups kept in each server process, dropped in every process of every node the moment
-a token or its user changes.
+"""Valid token lookups kept in each server process, dropped in every process of every node when a
+change of the token or its user commits.
 
 Every API request looks up its token and user (accounts/tokens.py: one indexed join). A process keeps
 the rows of tokens it found valid for at most WORKORDER_TOKEN_CACHE_SECONDS (default 30; 0 turns this
