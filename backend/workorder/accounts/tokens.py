@@ -109,8 +109,7 @@ def authenticate_key(key: str, *, touch: bool = True) -> tuple[User, AuthToken] 
         # Conditional: of parallel requests one writes, the rest see the new value and skip.
         AuthToken.objects.filter(pk=token.pk, last_used_at=token.last_used_at).update(last_used_at=now)
         token.last_used_at = now
-        if kept:
-            _keep_last_use(key_digest, now)
+        _keep_last_use(key_digest, now)  # also a row just read again and kept
     return token.user, token
 
 
@@ -163,7 +162,8 @@ def _token_with_user(key_digest: str, *, fresh: bool = False) -> tuple[AuthToken
 
 
 def _keep_last_use(key_digest: str, when) -> None:
-    """Record in the process's copy the last use just written, so that the next requests do not write it."""
+    """Record in the process's copy (if it keeps one) the last use just written, so that the next
+    requests do not write it."""
     row = token_cache.cache.get(key_digest)
     if row is not None:
         _, token_columns, _, _ = _lookup_statement(DEFAULT_DB_ALIAS)
