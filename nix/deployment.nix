@@ -12,6 +12,7 @@ let
   concatLines = lines: builtins.concatStringsSep "\n" lines;
   mapToList = f: attrs: map (name: f name attrs.${name}) (builtins.attrNames attrs);
   boolString = value: if value then "true" else "false";
+  optionalLines = condition: lines: if condition then lines else [ ];
 in
 rec {
   # Defaults of services.workorder options (the module's `default =` reads them from here).
@@ -33,6 +34,12 @@ rec {
       # this many times within failTimeout gets no requests for failTimeout, then one to try again.
       upstreamMaxFails = 3;
       upstreamFailTimeout = "10s";
+      # Requests in flight to one application node (served or waiting in gunicorn's queue) before
+      # nginx refuses more with an immediate 503 and `Retry-After` (`limit_conn`); 0: no limit.
+      # gunicorn's X-Request-Start deadline stays behind it for what still waits too long.
+      requestsInFlight = 64;
+      # One line per request refused for that limit; mtail (nix/mtail) counts them for Prometheus.
+      shedLog = "/var/log/nginx/workorder-shed.log";
       securityHeaders = {
         "X-Content-Type-Options" = "nosniff";
         "X-Frame-Options" = "DENY";
@@ -100,11 +107,17 @@ rec {
       webSocketTimeout ? defaults.nginx.webSocketTimeout,
       upstreamKeepalive ? defaults.nginx.upstreamKeepalive,
       upstreamKeepaliveTimeout ? defaults.nginx.upstreamKeepaliveTimeout,
+      requestsInFlight ? defaults.nginx.requestsInFlight,
+      shedLog ? defaults.nginx.shedLog,
       securityHeaders ? defaults.nginx.securityHeaders,
       maxRequestBodySize ? defaults.maxRequestBodySize,
     }:
     let
       limitReq = "limit_req zone=workorder burst=${toString rateBurst} nodelay;";
+      nodes = if gunicornServers == null then 1 else builtins.length gunicornServers;
+      limitInFlight = optionalLines (requestsInFlight > 0) [
+        "limit_conn workorder_inflight ${toString (requestsInFlight * nodes)};"
+      ];
       nextUpstream = "proxy_next_upstream error timeout;";
       upstreamServers =
         socket: addresses:
@@ -146,7 +159,12 @@ rec {
       };
     in
     {
-      commonHttpConfig = "limit_req_zone $binary_remote_addr zone=workorder:10m rate=${rateLimit};";
+      commonHttpConfig = concatLines [
+        "limit_req_zone $binary_remote_addr zone=workorder:10m rate=${rateLimit};"
+        # One counter for the whole virtual host: requests to gunicorn in flight, from every client.
+        "limit_conn_zone $server_name zone=workorder_inflight:1m;"
+        "log_format workorder_shed '$msec $request_method $uri';"
+      ];
       upstreams = {
         workorder-gunicorn = {
           servers = upstreamServers gunicornSocket gunicornServers;
@@ -163,6 +181,11 @@ rec {
       virtualHostExtraConfig = concatLines (
         [
           "limit_req_status 429;"
+          # Refusals for the in-flight limit are counted from the shed log, not written as errors
+          # (nginx's error log is at `error`; hundreds of lines a second under overload otherwise).
+          "limit_conn_status 503;"
+          "limit_conn_log_level info;"
+          "error_page 503 /__errors/overloaded;"
           "client_max_body_size ${toString maxRequestBodySize};"
           # A request line longer than 4094 bytes is refused here (4k buffers hold exactly gunicorn's
           # limit_request_line of 4094), so gunicorn's HTML 414 is never reached. Read for the request
@@ -175,8 +198,8 @@ rec {
       );
       locations = {
         "= /".return = "302 /api/docs/";
-        "/api/" = toGunicorn [ limitReq ];
-        "/admin/" = toGunicorn [ limitReq ];
+        "/api/" = toGunicorn ([ limitReq ] ++ limitInFlight);
+        "/admin/" = toGunicorn ([ limitReq ] ++ limitInFlight);
         # Liveness only (touches nothing), for outside load balancers.
         "= /health/" = toGunicorn [ ];
         # Readiness checks PostgreSQL and Redis: probed on gunicorn's loopback listener, like /metrics/.
@@ -184,6 +207,23 @@ rec {
         "= /__errors/request_too_large" =
           jsonError 413 "The request body is larger than ${toString maxRequestBodySize} bytes." "request_too_large";
         "= /__errors/uri_too_long" = jsonError 414 "The request line is too long." "uri_too_long";
+        # The in-flight limit's refusal: the application's own 503 for overload
+        # (backend/workorder/core/shedding.py), answered by nginx at once. add_header here replaces
+        # the virtual host's, so the security headers are repeated.
+        "= /__errors/overloaded" = {
+          extraConfig = concatLines (
+            [
+              "internal;"
+              "access_log ${shedLog} workorder_shed;"
+              "default_type application/json;"
+              "add_header Retry-After 1 always;"
+            ]
+            ++ mapToList (name: value: ''add_header ${name} "${value}" always;'') securityHeaders
+            ++ [
+              "return 503 '{\"detail\": \"The service is overloaded; retry in a moment.\", \"code\": \"overloaded\", \"errors\": {}}';"
+            ]
+          );
+        };
         "/ws/" = {
           proxyPass = "http://workorder-daphne";
           proxyWebsockets = true;

@@ -234,7 +234,7 @@ let
       mediaRoot = mediaDir;
       rateLimit = cfg.nginx.rateLimit.rate;
       rateBurst = cfg.nginx.rateLimit.burst;
-      inherit (cfg.nginx) webSocketTimeout securityHeaders;
+      inherit (cfg.nginx) requestsInFlight webSocketTimeout securityHeaders;
     }
     // (
       if isBalancer then
@@ -713,6 +713,16 @@ in
           default = deployment.defaults.nginx.rateBurst;
           description = "Burst allowed above the rate (`limit_req ... burst= nodelay`); beyond it: 429.";
         };
+      };
+      requestsInFlight = mkOption {
+        type = types.ints.unsigned;
+        default = deployment.defaults.nginx.requestsInFlight;
+        description = ''
+          Requests to gunicorn in flight (served or queued) per application node before nginx
+          answers more at once with `503` and `Retry-After: 1` (`limit_conn` on /api/ and /admin/,
+          counted by mtail as `workorder_requests_shed_total{reason="in_flight_limit"}`); 0: no
+          limit. Past the capacity this keeps the queue, and so the served requests' latency, short.
+        '';
       };
       webSocketTimeout = mkOption {
         type = types.str;

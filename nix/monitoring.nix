@@ -62,6 +62,7 @@ let
     );
     redis = optional (cfg.exporters.enable && redisHere) "127.0.0.1:${toString exporters.redis.port}";
     nginx = optional (cfg.exporters.enable && nginxHere) "127.0.0.1:${toString exporters.nginx.port}";
+    mtail = optional (cfg.exporters.enable && nginxHere) "127.0.0.1:${toString cfg.exporters.mtailPort}";
   };
   # The exporters of this host, for the firewall rule that admits the scrapers.
   exporterPorts = lib.concatLists [
@@ -69,7 +70,10 @@ let
     (optional postgresHere exporters.postgres.port)
     (optional redisHere exporters.redis.port)
     (optional nginxHere exporters.nginx.port)
+    (optional nginxHere cfg.exporters.mtailPort)
   ];
+  # mtail takes the host without brackets ("::", not "[::]").
+  mtailAddress = lib.removePrefix "[" (lib.removeSuffix "]" cfg.exporters.listenAddress);
   exporterOptions = {
     enable = true;
     listenAddress = mkDefault cfg.exporters.listenAddress;
@@ -113,6 +117,16 @@ in
       description = ''
         node (textfile and systemd collectors), postgres, redis and nginx exporters for the local
         workorder services, listening on loopback (postgres/redis/nginx only where those run here).
+      '';
+    };
+
+    exporters.mtailPort = mkOption {
+      type = types.port;
+      default = 3903;
+      description = ''
+        Port of mtail (unit `workorder-mtail`, where nginx runs), which counts the requests nginx
+        refused for {option}`services.workorder.nginx.requestsInFlight` as
+        `workorder_requests_shed_total{reason="in_flight_limit"}` (program: nix/mtail).
       '';
     };
 
@@ -169,7 +183,7 @@ in
         ];
       };
       description = ''
-        `host:port` targets per job (django, node, postgres, redis, nginx), added to the local
+        `host:port` targets per job (django, node, postgres, redis, nginx, mtail), added to the local
         ones. Remote django targets need {option}`services.workorder.monitoring.metricsTokenFile`,
         since the application answers `/metrics/` without a token from loopback only.
       '';
@@ -281,6 +295,30 @@ in
       (mkIf nginxHere {
         services.nginx.statusPage = mkDefault true;
         services.prometheus.exporters.nginx = exporterOptions;
+        # nginx writes one line per request refused for the in-flight limit to the shed log (nginx
+        # group, 0640); mtail counts them. It writes nothing but its own temporary files.
+        systemd.services.workorder-mtail = {
+          description = "mtail: requests nginx refused for workorder's in-flight limit";
+          after = [ "nginx.service" ];
+          wantedBy = [ "multi-user.target" ];
+          serviceConfig = deployment.hardening // {
+            ExecStart = utils.escapeSystemdExecArgs [
+              (lib.getExe pkgs.mtail)
+              "-progs"
+              ./mtail
+              "-logs"
+              deployment.defaults.nginx.shedLog
+              "-address"
+              mtailAddress
+              "-port"
+              (toString cfg.exporters.mtailPort)
+            ];
+            DynamicUser = true;
+            SupplementaryGroups = [ config.services.nginx.group ];
+            Restart = "always";
+            RestartSec = 5;
+          };
+        };
       })
     ]))
   ];

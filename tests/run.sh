@@ -21,6 +21,7 @@ have prometheus-node-exporter || need_apt+=(prometheus-node-exporter)
 have prometheus-postgres-exporter || need_apt+=(prometheus-postgres-exporter)
 have prometheus-redis-exporter || need_apt+=(prometheus-redis-exporter)
 have prometheus-nginx-exporter || need_apt+=(prometheus-nginx-exporter)
+have mtail || need_apt+=(mtail)                    # counts nginx's in-flight-limit refusals (nix/mtail)
 have promtool || need_apt+=(prometheus)
 have nix-instantiate || need_apt+=(nix-bin)
 have runuser || need_apt+=(util-linux)
@@ -40,7 +41,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # Debian starts the packaged services on install; the tests run their own on loopback instead.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  systemctl stop postgresql redis-server nginx prometheus 'prometheus-*' >/dev/null 2>&1 || true
+  systemctl stop postgresql redis-server nginx prometheus 'prometheus-*' mtail >/dev/null 2>&1 || true
 fi
 
 # --- Python environment, pinned by backend/constraints.txt -------------------------------------

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 
 def shed_count() -> float:
-    return shedding.requests_shed._value.get()
+    return shedding.shed_past_deadline._value.get()
 
 
 def stamped(seconds_ago: float) -> dict:

@@ -124,7 +124,7 @@ in
     import re
 
     out_dir = os.environ.get("out", os.getcwd())
-    units = ["workorder-migrate", "workorder-seed-loadtest", "workorder-gunicorn", "workorder-daphne", "workorder-backup"]
+    units = ["workorder-migrate", "workorder-seed-loadtest", "workorder-gunicorn", "workorder-daphne", "workorder-backup", "workorder-mtail"]
 
     start_all()
 
@@ -186,13 +186,13 @@ in
     with subtest("Prometheus has every target up"):
         server.wait_until_succeeds(
             "curl -fsS 'http://127.0.0.1:9090/api/v1/targets?state=active' | "
-            "jq -e '[.data.activeTargets[] | select(.health == \"up\")] | length == 5'",
+            "jq -e '[.data.activeTargets[] | select(.health == \"up\")] | length == 6'",
             timeout=300,
         )
         jobs = server.succeed(
             "curl -fsS 'http://127.0.0.1:9090/api/v1/targets?state=active' | jq -r '[.data.activeTargets[].labels.job] | sort | join(\",\")'"
         ).strip()
-        t.assertEqual(jobs, "django,nginx,node,postgres,redis")
+        t.assertEqual(jobs, "django,mtail,nginx,node,postgres,redis")
 
     with subtest("load test: ${toString users} users for ${runTime}, SLA gate"):
         status, output = client.execute(
@@ -204,6 +204,25 @@ in
         client.succeed("mkdir -p /tmp/loadtest-report && cp /tmp/loadtest-report.log /tmp/loadtest-report/")
         client.copy_from_vm("/tmp/loadtest-report")  # -> $out/loadtest-report
         client.log(output[-20000:])
+
+    with subtest("past the in-flight limit nginx answers 503 at once, and mtail counts it"):
+        # gunicorn frozen: 64 requests (services.workorder.nginx.requestsInFlight) stay in flight
+        # there, the next one is refused by nginx itself.
+        server.succeed("systemctl kill --signal=SIGSTOP workorder-gunicorn.service")
+        client.succeed(
+            "for i in $(seq 64); do curl -s -o /dev/null --max-time 120 http://server/api/auth/me/ >/dev/null 2>&1 & done; sleep 3"
+        )
+        refused = client.succeed("curl -s -D - -o /dev/null --max-time 5 http://server/api/auth/me/").lower()
+        server.succeed("systemctl kill --signal=SIGCONT workorder-gunicorn.service")
+        t.assertIn(" 503", refused.splitlines()[0])
+        t.assertIn("retry-after: 1", refused)
+        server.wait_until_succeeds(
+            "curl -fsS -G http://127.0.0.1:9090/api/v1/query "
+            "--data-urlencode 'query=sum(workorder_requests_shed_total{reason=\"in_flight_limit\"})' "
+            "| jq -e '.data.result[0].value[1] | tonumber >= 1'",
+            timeout=120,
+        )
+        client.wait_until_succeeds("curl -fsS http://server/health/", timeout=120)
 
     with subtest("record hardening and monitoring state"):
         server.succeed("mkdir -p /tmp/hardening /tmp/server-state")

@@ -298,14 +298,14 @@ in
       with subtest("Prometheus on lb scrapes every machine"):
           lb.wait_until_succeeds(
               "curl -fsS 'http://127.0.0.1:9090/api/v1/targets?state=active' | "
-              "jq -e '[.data.activeTargets[] | select(.health == \"up\")] | length == 9'",
+              "jq -e '[.data.activeTargets[] | select(.health == \"up\")] | length == 10'",
               timeout=300,
           )
           jobs = lb.succeed(
               "curl -fsS 'http://127.0.0.1:9090/api/v1/targets?state=active' | "
               "jq -r '[.data.activeTargets[].labels.job] | sort | join(\",\")'"
           ).strip()
-          t.assertEqual(jobs, "django,django,nginx,node,node,node,node,postgres,redis")
+          t.assertEqual(jobs, "django,django,mtail,nginx,node,node,node,node,postgres,redis")
 
       with subtest("a WebSocket on app1 receives a notification created through app2"):
           issued = app1.succeed("workorder-manage issue_token loadtest-maker-0001")

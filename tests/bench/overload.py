@@ -115,10 +115,12 @@ def main() -> int:
     parser.add_argument("--recovery-time", type=float, default=20.0)
     parser.add_argument("--work-orders", type=int, default=20000)
     parser.add_argument("--processes", type=int, default=1, help="generator processes (asyncio each)")
+    parser.add_argument("--requests-in-flight", type=int, default=None,
+                        help="nginx's in-flight limit (0: none; default: the module's)")
     args = parser.parse_args()
 
     options = StackOptions(work_orders=args.work_orders, monitoring=False, rate_limit="100000r/s", rate_burst=100000,
-                           nginx_access_log=False)
+                           requests_in_flight=args.requests_in_flight, nginx_access_log=False)
     with Stack(options) as stack:
         token = stack.login("loadtest-supervisor-0001")
         measure(stack.nginx.port, token, PATH, 16, 2, 3)

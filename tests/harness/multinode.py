@@ -134,8 +134,9 @@ class MultiNodeStack(Stack):
                 gunicorn_servers=[n.gunicorn_address for n in self.nodes],
                 daphne_servers=[n.daphne_address for n in self.nodes],
                 static_root=self.static_root, media_root=self.media_root, server_name=o.server_name,
-                rate_limit=o.rate_limit, rate_burst=o.rate_burst, access_log=o.nginx_access_log,
-                extra_locations=o.nginx_extra_locations, extra_upstreams=o.nginx_extra_upstreams,
+                rate_limit=o.rate_limit, rate_burst=o.rate_burst, requests_in_flight=o.requests_in_flight,
+                access_log=o.nginx_access_log, extra_locations=o.nginx_extra_locations,
+                extra_upstreams=o.nginx_extra_upstreams,
             ), port=self.nginx_port)
             self.nginx.start()
 

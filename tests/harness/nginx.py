@@ -71,6 +71,11 @@ class NginxConfig:
     # services.workorder.nginx.rateLimit.{rate,burst}; None: the module's default.
     rate_limit: str | None = None
     rate_burst: int | None = None
+    # services.workorder.nginx.requestsInFlight (0: no limit); None: the module's default.
+    requests_in_flight: int | None = None
+    # The shed log (one line per request refused for the in-flight limit); None: shed.log in the
+    # server's directory.
+    shed_log: Path | None = None
     client_max_body_size: str = "10m"
     worker_processes: str = "auto"
     worker_connections: int = 4096
@@ -86,6 +91,8 @@ class NginxConfig:
     daphne_servers: list[str] | None = None
 
     def layout(self) -> dict:
+        if self.shed_log is None:
+            raise ValueError("NginxConfig.shed_log is unset (NginxServer sets it to shed.log in its directory)")
         args = {"staticRoot": str(self.static_root), "mediaRoot": str(self.media_root)}
         for key, value in (("gunicornSocket", self.gunicorn_socket), ("daphneSocket", self.daphne_socket)):
             if value is not None:
@@ -97,6 +104,9 @@ class NginxConfig:
             args["rateLimit"] = self.rate_limit
         if self.rate_burst is not None:
             args["rateBurst"] = self.rate_burst
+        if self.requests_in_flight is not None:
+            args["requestsInFlight"] = self.requests_in_flight
+        args["shedLog"] = str(self.shed_log)
         layout = deployment.evaluate(nginx=args)["nginx"]
         return self.layout_transform(layout) if self.layout_transform else layout
 
@@ -141,6 +151,8 @@ class NginxServer:
     def __init__(self, base_dir: Path, config: NginxConfig, port: int | None = None, status_port: int | None = None):
         self.base = Path(base_dir)
         self.config = config
+        if config.shed_log is None:
+            config.shed_log = self.base / "shed.log"
         self.port = port or free_port()
         self.status_port = status_port or free_port()
         self.conf_path = self.base / "nginx.conf"

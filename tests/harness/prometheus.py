@@ -114,6 +114,21 @@ def nginx_exporter(log_dir: Path, scrape_uri: str, port: int | None = None) -> E
     return Exporter("nginx", argv, port, log_dir)
 
 
+MTAIL_PROGRAMS = Path(__file__).resolve().parents[2] / "nix" / "mtail"
+
+
+def mtail(log_dir: Path, logs: list[Path], port: int | None = None) -> Exporter:
+    """mtail with the project's programs (nix/mtail) over `logs`, as the NixOS unit workorder-mtail
+    runs it: counts nginx's in-flight-limit refusals from the shed log."""
+    port = port or free_port()
+    # -logtostderr: its own log into the exporter's log file, not /tmp (the NixOS unit has a private /tmp).
+    argv = [find_binary("mtail", ("/usr/bin/mtail",)), "-progs", str(MTAIL_PROGRAMS), "-address", "127.0.0.1",
+            "-port", str(port), "-logtostderr"]
+    for log in logs:
+        argv += ["-logs", str(log)]
+    return Exporter("mtail", argv, port, log_dir)
+
+
 @dataclass
 class ScrapeJob:
     name: str

@@ -42,6 +42,7 @@ from .prometheus import (
     Exporter,
     PrometheusServer,
     ScrapeJob,
+    mtail,
     nginx_exporter,
     node_exporter,
     postgres_exporter,
@@ -142,6 +143,8 @@ class StackOptions:
     # 127.0.0.1, so a load test sets a limit it stays under (see docs/performance.md).
     rate_limit: str | None = None
     rate_burst: int | None = None
+    # nginx's in-flight limit (services.workorder.nginx.requestsInFlight; 0: none); None: the default.
+    requests_in_flight: int | None = None
     nginx_access_log: bool = True
     nginx_extra_locations: str = ""
     nginx_extra_upstreams: str = ""
@@ -345,8 +348,9 @@ class Stack:
             self.nginx = NginxServer(self.base / "nginx", NginxConfig(
                 gunicorn_socket=self.gunicorn_socket, daphne_socket=self.daphne_socket,
                 static_root=self.static_root, media_root=self.media_root, server_name=o.server_name,
-                rate_limit=o.rate_limit, rate_burst=o.rate_burst, access_log=o.nginx_access_log,
-                extra_locations=o.nginx_extra_locations, extra_upstreams=o.nginx_extra_upstreams,
+                rate_limit=o.rate_limit, rate_burst=o.rate_burst, requests_in_flight=o.requests_in_flight,
+                access_log=o.nginx_access_log, extra_locations=o.nginx_extra_locations,
+                extra_upstreams=o.nginx_extra_upstreams,
             ), port=self.nginx_port)
             self.nginx.start()
         if o.monitoring:
@@ -476,6 +480,7 @@ class Stack:
                                              f"port={self.postgres.port} dbname=postgres sslmode=disable"),
                 redis_exporter(self.logs, self.redis_exporter_addr, password_file=self.redis_password_file),
                 nginx_exporter(self.logs, self.nginx.status_url),
+                mtail(self.logs, [self.nginx.config.shed_log]),
             ]
             for exporter in self.exporters:
                 exporter.start()

@@ -25,7 +25,7 @@ RUNBOOK = REPO_ROOT / "docs" / "monitoring.md"
 RUNBOOK_URL_PREFIX = "https://github.com/workorder/workorder/blob/main/docs/monitoring.md#"
 
 SEVERITIES = {"page", "ticket"}
-SCRAPE_JOBS = ("django", "node", "postgres", "redis", "nginx")
+SCRAPE_JOBS = ("django", "node", "postgres", "redis", "nginx", "mtail")
 
 # The metric names the application exposes (django-prometheus, domain gauges and counters, backup textfile metrics).
 APPLICATION_METRICS = {

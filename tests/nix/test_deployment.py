@@ -152,7 +152,8 @@ def test_ready_is_closed_to_the_outside_like_metrics(rendered_nginx):
 def test_body_limit_is_one_value_for_nginx_and_django():
     """nginx's client_max_body_size and the environment's DATA_UPLOAD_MAX_MEMORY_SIZE both come from
     defaults.maxRequestBodySize (and follow it when the module passes another value)."""
-    nginx_args = {"gunicornSocket": "/g", "daphneSocket": "/d", "staticRoot": "/s", "mediaRoot": "/m"}
+    nginx_args = {"gunicornSocket": "/g", "daphneSocket": "/d", "staticRoot": "/s", "mediaRoot": "/m",
+                  "shedLog": "/l"}
     default = deployment.defaults()["maxRequestBodySize"]
     for size in (None, 4096):
         extra = {} if size is None else {"maxRequestBodySize": size}

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from harness import deployment
+
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "nix" / "module.nix"
 FLAKE = REPO / "flake.nix"
@@ -150,7 +152,7 @@ def test_vm_multinode_checks_the_scale_out_contract():
     assert 't.assertEqual(stored, len(ids)' in script
     assert f"ws://{MULTINODE_ADDRESSES['app1']}:8002/ws/notifications/" in script
     assert "app2.succeed(" in script and "notify([" in script
-    assert "length == 9" in script
+    assert "length == 10" in script
 
 
 def test_vm_multinode_global_timeout_covers_its_own_waits():
@@ -179,6 +181,16 @@ def test_vm_loadtest_runs_the_gate_like_the_stack_test():
     assert "t.assertEqual(status, 0" in script
     for unit in ("workorder-gunicorn", "workorder-daphne"):
         assert unit in script
+
+
+def test_vm_loadtest_fills_exactly_the_default_in_flight_limit_before_expecting_a_refusal():
+    """The VM test freezes gunicorn, holds the module's default number of requests in flight and
+    expects the next one refused by nginx and counted by mtail: its count must follow the default."""
+    script = vm_test_script("vm-loadtest")
+    held = int(re.search(r"for i in \$\(seq (\d+)\); do curl", script).group(1))
+    assert held == deployment.defaults()["nginx"]["requestsInFlight"]
+    assert "--signal=SIGSTOP workorder-gunicorn.service" in script and "--signal=SIGCONT" in script
+    assert 'workorder_requests_shed_total{reason=\\"in_flight_limit\\"}' in script
 
 
 def test_vm_loadtest_global_timeout_covers_its_own_waits():

@@ -248,7 +248,7 @@ def test_prometheus_sees_every_target_and_the_traffic(stack, backup_run):
     prometheus = stack.prometheus
     targets = prometheus.wait_all_targets_up(60)
     jobs = sorted({t["labels"]["job"] for t in targets})
-    assert jobs == ["django", "nginx", "node", "postgres", "redis"], jobs
+    assert jobs == ["django", "mtail", "nginx", "node", "postgres", "redis"], jobs
     before = _django_requests(prometheus)
     sent = 150  # under the load-test limit of this stack (LOADTEST_RATE); 401s are counted requests
     for _ in range(sent):
@@ -321,3 +321,67 @@ def test_rate_limit_module_default(stack):
 def wait_until(predicate, timeout: float, what: str, interval: float = 1.0):
     """Poll `predicate()` until it returns something truthy (returned); TimeoutError at the deadline."""
     return wait_for(predicate, timeout, interval, what)
+
+
+def test_requests_past_the_in_flight_limit_get_an_immediate_503_counted_by_mtail(stack):
+    """gunicorn frozen (SIGSTOP): the requests sent to it stay in flight. With nginx's in-flight limit
+    at 4, the next ones are answered by nginx at once with 503, `Retry-After: 1`, the API's JSON
+    error and the security headers; each is a line of the shed log, and Prometheus sees them through
+    mtail as workorder_requests_shed_total{reason="in_flight_limit"}. The module's limit is put back
+    (and the reload waited for) whatever happens."""
+    import http.client
+    import signal
+
+    import psutil
+
+    def request(timeout: float = 60) -> tuple[int, dict, bytes, float]:
+        t0 = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", stack.nginx.port, timeout=timeout)
+        try:
+            conn.request("GET", "/api/auth/me/")
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read(), \
+                time.monotonic() - t0
+        finally:
+            conn.close()
+
+    shed_total = 'sum(workorder_requests_shed_total{reason="in_flight_limit"}) or vector(0)'
+    before = stack.prometheus.scalar(shed_total) or 0.0
+    shed_log = stack.nginx.config.shed_log
+    lines_before = len(shed_log.read_text().splitlines())
+    config = stack.nginx.config
+    config.requests_in_flight = 4
+    frozen = []
+    try:
+        stack.reload_nginx()
+        frozen = [stack.gunicorn.pid, *(child.pid for child in psutil.Process(stack.gunicorn.pid).children())]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            held = [pool.submit(request) for _ in range(4)]
+            time.sleep(1.0)  # the four are at gunicorn (frozen), counted in flight by nginx
+            assert not any(future.done() for future in held)
+            refused = [request(timeout=5) for _ in range(8)]
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+            answered = [future.result(timeout=60) for future in held]
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        config.requests_in_flight = None
+        stack.reload_nginx()
+    for status, headers, body, seconds in refused:
+        assert status == 503, (status, body)
+        assert seconds < 0.5, f"a refusal took {seconds:.2f} s"
+        assert headers["retry-after"] == "1" and headers["content-type"] == "application/json"
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+        assert json.loads(body) == {"detail": "The service is overloaded; retry in a moment.",
+                                    "code": "overloaded", "errors": {}}
+    # The four that were in flight reached gunicorn: refused there for their wait (queue deadline) or
+    # answered (401: no token).
+    assert {status for status, *_ in answered} <= {401, 503}, answered
+    assert len(shed_log.read_text().splitlines()) == lines_before + 8
+    seen = wait_until(lambda: (stack.prometheus.scalar(shed_total) or 0.0) - before >= 8 or None, 60,
+                      "Prometheus to see 8 more in-flight-limit refusals through mtail")
+    assert seen
+    assert stack.get("/api/auth/me/")[0] == 401  # the module's limit is back; gunicorn serves again

@@ -6,8 +6,10 @@ capacity, requests queue in gunicorn (its accept backlog and each worker's conne
 that has already waited WORKORDER_QUEUE_DEADLINE_MS (default 800 ms) is answered 503 with
 `Retry-After: 1` and the JSON error shape before anything else runs (~0.1 ms instead of a full request),
 so the backlog drains and the requests still served keep their latency. Counted in
-`workorder_requests_shed_total`; the `WorkorderSheddingLoad` alert and the SLO rules' shed ratio use it
-(shed requests are not in the API error ratio: that one measures requests the service answered).
+`workorder_requests_shed_total{reason="queue_deadline"}`; nginx's in-flight limit refuses requests
+before they queue at all and mtail counts those under the same name with reason="in_flight_limit"
+(nix/mtail). The `WorkorderSheddingLoad` alert and the SLO rules' shed ratio sum both (shed requests
+are not in the API error ratio: that one measures requests the service answered).
 
 The header is believed only from a trusted peer (nginx: a unix-socket peer or
 WORKORDER_TRUSTED_PROXY_NETWORKS, core/client_address.py); anyone else could stamp an old time to have
@@ -24,7 +26,9 @@ from prometheus_client import Counter
 
 from .client_address import is_trusted_proxy
 
-requests_shed = Counter("workorder_requests_shed", "Requests answered 503 because they waited too long in a queue")
+requests_shed = Counter("workorder_requests_shed", "Requests answered 503 because the service was past its capacity",
+                        ["reason"])
+shed_past_deadline = requests_shed.labels("queue_deadline")  # exposed as 0 from the start
 
 DETAIL = "The service is overloaded; retry in a moment."
 NEVER_SHED = frozenset({"/health/"})  # liveness: an overloaded process is alive (outside balancers probe it)
@@ -51,7 +55,7 @@ class QueueDeadlineMiddleware:
         if deadline > 0 and request.path_info not in NEVER_SHED:
             waited = queue_wait_seconds(request.META, time.time())
             if waited is not None and waited > deadline:
-                requests_shed.inc()
+                shed_past_deadline.inc()
                 response = JsonResponse({"detail": DETAIL, "code": "overloaded", "errors": {}}, status=503)
                 response["Retry-After"] = "1"
                 return response
