@@ -36,8 +36,11 @@ rec {
       upstreamFailTimeout = "10s";
       # Requests in flight to one application node (served or waiting in gunicorn's queue) before
       # nginx refuses more with an immediate 503 and `Retry-After` (`limit_conn`); 0: no limit.
-      # gunicorn's X-Request-Start deadline stays behind it for what still waits too long.
-      requestsInFlight = 64;
+      # gunicorn's X-Request-Start deadline stays behind it for what still waits too long. At twice
+      # the capacity (tests/bench/overload.py) 64 kept the served p95 at 106 ms and 256 at 638 ms,
+      # but 64 also refused requests at 1,000-1,500 users during logins' bursts, where 256 refused
+      # 19 of ~50,000 (docs/performance.md, round nine).
+      requestsInFlight = 256;
       # One line per request refused for that limit; mtail (nix/mtail) counts them for Prometheus.
       shedLog = "/var/log/nginx/workorder-shed.log";
       securityHeaders = {
@@ -185,7 +188,7 @@ rec {
           # (nginx's error log is at `error`; hundreds of lines a second under overload otherwise).
           "limit_conn_status 503;"
           "limit_conn_log_level info;"
-          "error_page 503 /__errors/overloaded;"
+          "error_page 503 @overloaded;"
           "client_max_body_size ${toString maxRequestBodySize};"
           # A request line longer than 4094 bytes is refused here (4k buffers hold exactly gunicorn's
           # limit_request_line of 4094), so gunicorn's HTML 414 is never reached. Read for the request
@@ -208,13 +211,15 @@ rec {
           jsonError 413 "The request body is larger than ${toString maxRequestBodySize} bytes." "request_too_large";
         "= /__errors/uri_too_long" = jsonError 414 "The request line is too long." "uri_too_long";
         # The in-flight limit's refusal: the application's own 503 for overload
-        # (backend/workorder/core/shedding.py), answered by nginx at once. add_header here replaces
-        # the virtual host's, so the security headers are repeated.
-        "= /__errors/overloaded" = {
+        # (backend/workorder/core/shedding.py), answered by nginx at once. A named location keeps
+        # the request's method and URI for the shed log (error_page to a URI would log a GET of
+        # that URI); `types { }` so that no extension in the URI sets another Content-Type.
+        # add_header here replaces the virtual host's, so the security headers are repeated.
+        "@overloaded" = {
           extraConfig = concatLines (
             [
-              "internal;"
               "access_log ${shedLog} workorder_shed;"
+              "types { }"
               "default_type application/json;"
               "add_header Retry-After 1 always;"
             ]

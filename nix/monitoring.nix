@@ -296,7 +296,7 @@ in
         services.nginx.statusPage = mkDefault true;
         services.prometheus.exporters.nginx = exporterOptions;
         # nginx writes one line per request refused for the in-flight limit to the shed log (nginx
-        # group, 0640); mtail counts them. It writes nothing but its own temporary files.
+        # group, 0640); mtail counts them. It writes nothing; its own log goes to the journal.
         systemd.services.workorder-mtail = {
           description = "mtail: requests nginx refused for workorder's in-flight limit";
           after = [ "nginx.service" ];
@@ -304,6 +304,7 @@ in
           serviceConfig = deployment.hardening // {
             ExecStart = utils.escapeSystemdExecArgs [
               (lib.getExe pkgs.mtail)
+              "-logtostderr"
               "-progs"
               ./mtail
               "-logs"

@@ -206,14 +206,17 @@ in
         client.log(output[-20000:])
 
     with subtest("past the in-flight limit nginx answers 503 at once, and mtail counts it"):
-        # gunicorn frozen: 64 requests (services.workorder.nginx.requestsInFlight) stay in flight
-        # there, the next one is refused by nginx itself.
+        # gunicorn frozen: 256 requests (services.workorder.nginx.requestsInFlight; one curl process,
+        # a connection per request) stay in flight there, the next one is refused by nginx itself.
         server.succeed("systemctl kill --signal=SIGSTOP workorder-gunicorn.service")
-        client.succeed(
-            "for i in $(seq 64); do curl -s -o /dev/null --max-time 120 http://server/api/auth/me/ >/dev/null 2>&1 & done; sleep 3"
-        )
-        refused = client.succeed("curl -s -D - -o /dev/null --max-time 5 http://server/api/auth/me/").lower()
-        server.succeed("systemctl kill --signal=SIGCONT workorder-gunicorn.service")
+        try:
+            client.succeed(
+                "curl -s --parallel --parallel-immediate --parallel-max 256 --max-time 120 --create-dirs "
+                "-o '/tmp/held/#1' 'http://server/api/auth/me/?n=[1-256]' >/dev/null 2>&1 & sleep 3"
+            )
+            refused = client.succeed("curl -s -D - -o /dev/null --max-time 5 http://server/api/auth/me/").lower()
+        finally:
+            server.succeed("systemctl kill --signal=SIGCONT workorder-gunicorn.service")
         t.assertIn(" 503", refused.splitlines()[0])
         t.assertIn("retry-after: 1", refused)
         server.wait_until_succeeds(

@@ -3,6 +3,7 @@
 
     .venv/bin/python tests/bench/overload.py                       # capacity, 2x for 30 s, 0.5x for 20 s
     .venv/bin/python tests/bench/overload.py --factor 3 --overload-time 60
+    .venv/bin/python tests/bench/overload.py --requests-in-flight 0      # without nginx's limit
 
 The production stack (tests/harness/stack.py) with nginx's per-address limit raised (every request
 comes from 127.0.0.1). First the capacity: a closed loop of 16 requests in flight on the task list
@@ -10,10 +11,11 @@ comes from 127.0.0.1). First the capacity: a closed loop of 16 requests in fligh
 that rate, whatever the answers (a closed loop would slow down with the server and never overload
 it), and every latency is measured from the scheduled send time, so a late generator counts
 against the server rather than hiding its queue. After --overload-time seconds the rate drops to
-half the capacity. Prints per second: requests sent, served (200), shed (503 from the queue
-deadline), other failures, and the served p95; then the summary: p95/max of served requests during
-overload, the shed share, the longest answer of any kind, and how long after the drop the SLA
-(p95 < 1 s over a 5-second window, no failures) held again.
+half the capacity. Prints per second: requests sent, served (200), shed (503: nginx's in-flight
+limit or gunicorn's queue deadline), other failures, and the served p95; then the summary: p95/max
+of served requests during overload, the shed share, how fast a 503 came, the longest answer of any
+kind, and how long after the drop the SLA (p95 < 1 s over a 5-second window, no failures) held again.
+--requests-in-flight compares nginx's limit (services.workorder.nginx.requestsInFlight; 0: none).
 """
 
 from __future__ import annotations

@@ -380,7 +380,8 @@ def test_requests_past_the_in_flight_limit_get_an_immediate_503_counted_by_mtail
     # The four that were in flight reached gunicorn: refused there for their wait (queue deadline) or
     # answered (401: no token).
     assert {status for status, *_ in answered} <= {401, 503}, answered
-    assert len(shed_log.read_text().splitlines()) == lines_before + 8
+    added = shed_log.read_text().splitlines()[lines_before:]
+    assert len(added) == 8 and all(line.endswith(" GET /api/auth/me/") for line in added), added
     seen = wait_until(lambda: (stack.prometheus.scalar(shed_total) or 0.0) - before >= 8 or None, 60,
                       "Prometheus to see 8 more in-flight-limit refusals through mtail")
     assert seen
