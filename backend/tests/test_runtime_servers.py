@@ -314,6 +314,35 @@ def test_gunicorn_workers_switch_threads_every_millisecond_unless_configured(tmp
         assert float(out) == pytest.approx(interval)
 
 
+def test_gunicorn_workers_freeze_their_heap_at_start_and_after_their_first_thousand_requests(tmp_path):
+    """post_worker_init imports the URLconf (every view and serializer) and freezes the heap;
+    post_request freezes it once more at the 1,000th request of the worker, and only then;
+    GUNICORN_GC_FREEZE=false leaves the collector alone."""
+    code = (
+        "import gc, json, sys, workorder.wsgi, workorder.gunicorn_conf as c\n"
+        "c.post_worker_init(None)\n"
+        "out = {'start': gc.get_freeze_count(), 'urls': 'workorder.production.views' in sys.modules}\n"
+        "kept = [[n] for n in range(20000)]\n"
+        "for n in range(999): c.post_request(None, None, None, None)\n"
+        "out['999'] = gc.get_freeze_count()\n"
+        "c.post_request(None, None, None, None)\n"
+        "out['1000'] = gc.get_freeze_count()\n"
+        "more = [[n] for n in range(20000)]\n"
+        "for n in range(2000): c.post_request(None, None, None, None)\n"
+        "out['3000'] = gc.get_freeze_count()\n"
+        "print(json.dumps(out))\n"
+    )
+    out = json.loads(subprocess.run([script("python"), "-c", code], env=server_env(tmp_path, None, None),
+                                    capture_output=True, text=True, check=True).stdout)
+    assert out["urls"] and out["start"] > 50_000, out
+    assert out["999"] == out["start"] and out["1000"] >= out["start"] + 20_000, out
+    assert out["3000"] == out["1000"], out
+    off = json.loads(subprocess.run([script("python"), "-c", code], env=server_env(tmp_path, None, None,
+                                                                                    GUNICORN_GC_FREEZE="false"),
+                                    capture_output=True, text=True, check=True).stdout)
+    assert off["start"] == off["1000"] == 0 and not off["urls"], off
+
+
 def test_gunicorn_wipes_the_multiprocess_directory_on_start(database, redis, tmp_path):
     env = server_env(tmp_path, database, redis.url())
     server = GunicornServer(env, tmp_path / "g", port=free_port(), workers=1)
