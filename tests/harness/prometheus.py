@@ -121,7 +121,7 @@ def mtail(log_dir: Path, logs: list[Path], port: int | None = None) -> Exporter:
     """mtail with the project's programs (nix/mtail) over `logs`, as the NixOS unit workorder-mtail
     runs it: counts nginx's in-flight-limit refusals from the shed log."""
     port = port or free_port()
-    # -logtostderr: its own log into the exporter's log file, not /tmp (the NixOS unit has a private /tmp).
+    # The NixOS unit's flags: -logtostderr sends its own log to the exporter's log file (there: the journal).
     argv = [find_binary("mtail", ("/usr/bin/mtail",)), "-progs", str(MTAIL_PROGRAMS), "-address", "127.0.0.1",
             "-port", str(port), "-logtostderr"]
     for log in logs:
