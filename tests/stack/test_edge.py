@@ -306,9 +306,15 @@ def test_decoded_control_characters_cannot_forge_access_log_lines(edge):
     forged = "/api/x%0aINFO%20gunicorn.access%20forged-line%0d%1b[31m"
     assert via_nginx(edge, "GET", forged)[0] == 404
     assert direct(edge, forged)[0] == 404
+    escaped = "/api/x\\x0aINFO gunicorn.access forged-line\\x0d\\x1b[31m"
+    # gunicorn writes an access line after it has sent the response: wait until both are in the log.
+    deadline = time.monotonic() + 10
     log = edge["stack"].gunicorn.log_text()
+    while log.count(escaped) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        log = edge["stack"].gunicorn.log_text()
     assert "\nINFO gunicorn.access forged-line" not in log and "\x1b" not in log
-    assert log.count("/api/x\\x0aINFO gunicorn.access forged-line\\x0d\\x1b[31m") == 2, log[-2000:]
+    assert log.count(escaped) == 2, log[-2000:]
 
 
 def test_api_docs_load_nothing_from_other_origins_under_a_strict_csp(edge):
