@@ -6,6 +6,7 @@ the workorder API, including the WebSocket push of assignment notifications.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -251,6 +252,15 @@ def test_reset_stats_drops_the_ramp_up_like_locust(service, tmp_path):
     s = summary(tmp_path)
     assert s["run"]["samples_since"] > s["run"]["started_at"]
     assert sum(e["requests"] for e in s["entries"]) == aggregated_requests(proc.stdout + proc.stderr)
+
+
+def test_settle_time_moves_the_reset_past_the_last_users_logins(service, tmp_path):
+    settled = run_cli(service.url, tmp_path / "settled", "--reset-stats", "--settle-time", "2", "--run-time", "4s")
+    assert settled.returncode == 0, settled.stdout + settled.stderr
+    s = summary(tmp_path / "settled")
+    since = dt.datetime.fromisoformat(s["run"]["samples_since"])
+    assert since - dt.datetime.fromisoformat(s["run"]["started_at"]) >= dt.timedelta(seconds=2)  # without: ~1 s
+    assert sum(e["requests"] for e in s["entries"]) == aggregated_requests(settled.stdout + settled.stderr)
 
 
 def test_writes_carry_fresh_keys_and_a_503_is_retried_once_with_the_same_key(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from fake_service import FakeService
 from locust.argument_parser import get_parser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.stats import RequestStats
 
 from workorder_loadtest import gate, hooks, options  # noqa: F401 - options: the suite's flags on get_parser()
 
@@ -94,6 +95,21 @@ def test_reset_stats_drops_the_ramp_up(tmp_path):
     env.reset_stats = True
     hooks.on_spawning_complete(user_count=1)
     assert not hooks.entries and hooks.run["samples_since"] > hooks.run["started_at"]
+
+
+def test_settle_time_resets_the_statistics_that_long_after_the_last_user_started(tmp_path):
+    env = environment(tmp_path, "--settle-time", "0.3")
+    env.reset_stats = True
+    env.stats = RequestStats()
+    hooks.on_test_start()
+    fire()
+    env.stats.log_request("GET", "[Tasks] List", 10, 0)
+    hooks.on_spawning_complete(user_count=1)
+    fire()  # the last users' logins and first requests: still ramp-up
+    assert len(hooks.entries) == 1 and hooks.run["samples_since"] is None
+    gevent.sleep(0.5)
+    assert not hooks.entries and hooks.run["samples_since"] > hooks.run["started_at"]
+    assert env.stats.total.num_requests == 0  # Locust's own table covers the same window
 
 
 @pytest.mark.parametrize("args, setup, code", [

@@ -138,8 +138,22 @@ def on_test_start(**_kwargs) -> None:
 
 @events.spawning_complete.add_listener
 def on_spawning_complete(**_kwargs) -> None:
-    if run["environment"].reset_stats:  # --reset-stats: drop the ramp-up, like Locust's statistics
+    environment = run["environment"]
+    if not environment.reset_stats:  # --reset-stats: drop the ramp-up, like Locust's statistics
+        return
+    settle = environment.parsed_options.settle_time
+    if settle > 0:
+        # The last users started are still logging in: their logins (and the requests they slow
+        # down) end the ramp-up later. Locust has just reset its statistics; both reset again then.
+        # In a distributed run, the workers' reports then in transit (up to one interval, 3 s) still count.
+        gevent.spawn_later(settle, _settled, environment)
+    else:
         reset()
+
+
+def _settled(environment) -> None:
+    environment.stats.reset_all()
+    reset()
 
 
 @events.reset_stats.add_listener

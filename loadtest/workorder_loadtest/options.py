@@ -29,4 +29,7 @@ def add_options(parser, **_kwargs) -> None:
     option("--sla", "'TARGET: EXPR[, EXPR]', e.g. '[Tasks] List: p(95)<800' (repeatable; env: a JSON list)",
            action="append")
     option("--sla-include-login", "count [Auth] Login requests in the http group", action="store_true")
+    option("--settle-time", "with --reset-stats: seconds after the last user has started before the statistics "
+           "reset, so the last users' logins and first requests count as ramp-up (0: at once, like Locust)",
+           type=float, default=0.0)
     option("--summary-file", "where to write summary.json with the SLA verdict (empty: nowhere)", default="")

@@ -270,18 +270,20 @@ def run_saturation(stack: Stack, user_class: str, users: int, run_time: int, out
     return {**figures, **cpu, "users": users}
 
 
-def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rate: float) -> dict:
-    """One workorder-loadtest run: ramp-up at spawn_rate, then `measured_s` seconds of steady state
-    (--reset-stats drops the ramp-up, whose logins are reported apart)."""
+def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rate: float,
+             settle_s: float = 0.0) -> dict:
+    """One workorder-loadtest run: ramp-up at spawn_rate, `settle_s` seconds for the last users' logins,
+    then `measured_s` seconds of steady state (--reset-stats --settle-time drop the ramp-up, whose
+    logins are reported apart)."""
     report_dir = out_dir / f"users-{users}"
     report_dir.mkdir(parents=True, exist_ok=True)
-    run_time = f"{int(users / spawn_rate + 0.999) + measured_s}s"
+    run_time = f"{int(users / spawn_rate + settle_s + 0.999) + measured_s}s"
     argv = [venv_binary("workorder-loadtest"), "--host", stack.url, "--users", str(users), "--spawn-rate",
             f"{spawn_rate:g}", "--run-time", run_time, "--report-dir", str(report_dir), "--reset-stats",
-            *stack.loadtest_account_args()]
+            "--settle-time", f"{settle_s:g}", *stack.loadtest_account_args()]
     history = report_dir / "locust_stats_history.csv"
     history.unlink(missing_ok=True)  # a previous run's rows are not this step's progress
-    ramp_s = users / spawn_rate
+    ramp_s = users / spawn_rate + settle_s
     with (Ticker(PROGRESS_SECONDS, locust_progress(history), prefix=f"[capacity] {users} users"),
           open(report_dir / "stdout.txt", "w") as out, open(report_dir / "stderr.txt", "w") as err):
         process = subprocess.Popen(argv, stdout=out, stderr=err, text=True, cwd=str(report_dir),
@@ -326,8 +328,33 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
         verdict, sla_met = ("HTTP SLA met; missed: " if http_pass else "SLA missed: ") + ", ".join(missed), http_pass
     return {"users": users, "spawn_rate": spawn_rate, "run_time": run_time, "exit_code": result.returncode,
             "verdict": verdict, "sla_met": sla_met, **figures, **cpu, "views": views,
+            "tail_endpoints": busiest_endpoints(summary),
             "report_dir": str(report_dir.relative_to(REPO_ROOT)) if report_dir.is_relative_to(REPO_ROOT) else str(report_dir),
             "tail": result.stdout[-3000:]}
+
+
+TAIL_ENDPOINTS = 5
+TAIL_RATIO = 4.0  # the tail goal: p99 at most 4 x p50 for each of the busiest endpoints
+
+
+def busiest_endpoints(summary: dict, count: int = TAIL_ENDPOINTS) -> list[dict]:
+    """The `count` HTTP entries with the most requests (logins and WebSocket excluded) over the steady
+    state, with the gate's exact p50 and p99 and their ratio."""
+    entries = [e for e in summary.get("entries") or [] if e.get("kind") == "http" and e.get("requests")]
+    entries.sort(key=lambda e: -e["requests"])
+    return [{"endpoint": f"{e['type']} {e['name']}", "requests": e["requests"], "p50_ms": e["p50_ms"],
+             "p99_ms": e["p99_ms"], "ratio": round(e["p99_ms"] / e["p50_ms"], 1) if e["p50_ms"] else None}
+            for e in entries[:count]]
+
+
+def fmt_tail(row: dict) -> str:
+    lines = [(f"{row['users']} users, steady state: the {TAIL_ENDPOINTS} busiest endpoints (logins excluded), "
+              f"goal p99 <= {TAIL_RATIO:g} x p50"), "", "| endpoint | requests | p50 ms | p99 ms | p99 / p50 |",
+             "|---|---:|---:|---:|---:|"]
+    for e in row.get("tail_endpoints") or []:
+        ratio = "-" if e["ratio"] is None else f"{e['ratio']:.1f}" + ("" if e["ratio"] <= TAIL_RATIO else " (over)")
+        lines.append(f"| {e['endpoint']} | {e['requests']} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} | {ratio} |")
+    return "\n".join(lines)
 
 
 def view_cpu(stack: Stack) -> dict[tuple[str, str], list[float]]:
@@ -409,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawn-rate", type=float, default=2,
                         help="users started per second (default %(default)s: each start is one login, "
                              "~30 ms of CPU with Argon2id)")
+    parser.add_argument("--settle-time", type=float, default=5,
+                        help="seconds between the last user's start and the steady state: its login and the "
+                             "requests that login slows down count as ramp-up (default %(default)s)")
     parser.add_argument("--work-orders", type=int, default=20000)
     parser.add_argument("--min-tasks", type=int, default=100000)
     parser.add_argument("--operators", type=int, default=1000,
@@ -468,10 +498,10 @@ def main(argv: list[str] | None = None) -> int:
         for users in steps:
             spawn_rate = args.spawn_rate
             print(f"\n== {users} users (spawn rate {spawn_rate:g}/s, {args.step_time}s measured) ==", flush=True)
-            row = run_step(stack, users, args.step_time, out_dir, spawn_rate)
+            row = run_step(stack, users, args.step_time, out_dir, spawn_rate, args.settle_time)
             rows.append(row)
             print(row.pop("tail"))
-            print(fmt_table(rows) + "\n\n" + fmt_views(row), flush=True)
+            print(fmt_table(rows) + "\n\n" + fmt_views(row) + "\n\n" + fmt_tail(row), flush=True)
             _write(out_dir, results, rows)
             if not row["sla_met"] and not args.keep_going:
                 break
@@ -501,7 +531,7 @@ def _write(out_dir: Path, results: dict, rows: list[dict]) -> None:
     md += ["SLA steps (workorder-loadtest, HTTP requests only; server CPU over the steady state):", "",
            fmt_table(rows), ""]
     for row in rows:
-        md += [fmt_views(row), ""]
+        md += [fmt_views(row), "", fmt_tail(row), ""]
     if results.get("largest_passing_users") is not None:
         md.append(f"Largest user count meeting the SLA: {results['largest_passing_users']}")
     (out_dir / "capacity.md").write_text("\n".join(md) + "\n")
