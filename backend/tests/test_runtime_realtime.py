@@ -8,6 +8,7 @@ stopped, 200 after restart) and push never failing a request while Redis is down
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -231,6 +232,38 @@ def test_mark_read_over_the_socket_only_for_own_notifications(runtime):
     status, body = api(gunicorn, "GET", "/api/notifications/?unread=true", users["rt_maker"]["token"])
     assert status == 200
     assert notification["id"] not in [row["id"] for row in body["results"]]
+
+
+def test_the_connection_count_sent_last_is_the_current_one_when_redis_answers_out_of_order():
+    """Two sockets closing at once: the SET of the older count (1) cannot land after the newer one (0)."""
+    from workorder.notifications.connections import ConnectionCounter
+
+    class SlowFirstSet:  # the first SET would be applied after the second if the second were sent
+        def __init__(self):
+            self.value, self.sent, self.second_applied = None, [], asyncio.Event()
+
+        async def set(self, key, value, ex):
+            self.sent.append(value)
+            if len(self.sent) == 1:
+                try:
+                    await asyncio.wait_for(self.second_applied.wait(), 0.3)
+                except TimeoutError:
+                    pass
+            else:
+                self.second_applied.set()
+            self.value = value
+
+    redis = SlowFirstSet()
+    counter = ConnectionCounter()
+    counter._redis = lambda: redis
+    counter.count = 2
+
+    async def close_both():
+        await asyncio.gather(counter.change(-1), counter.change(-1))
+
+    asyncio.run(close_both())
+    assert counter.count == 0
+    assert redis.sent == [1, 0] and redis.value == 0
 
 
 def test_websocket_connection_gauge_counts_open_sockets(runtime):

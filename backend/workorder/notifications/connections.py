@@ -51,16 +51,28 @@ class ConnectionCounter:
         self.key = f"{self.KEY_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self._refresher: asyncio.Task | None = None
         self._last_error_log = 0.0
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop = None
 
     def _redis(self):
         return redis_client()
+
+    def _publish_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
 
     async def publish(self) -> None:
         client = self._redis()
         if client is None:
             return
+        # One SET at a time, each with the count as it is when it is sent: two sockets closing at
+        # once would otherwise send 1 and 0 on two pooled connections, and Redis could apply the 1
+        # last, leaving the gauge wrong until the next refresh.
         try:
-            await client.set(self.key, self.count, ex=self.TTL)
+            async with self._publish_lock():
+                await client.set(self.key, self.count, ex=self.TTL)
         except Exception as exc:  # noqa: BLE001 - metrics must never break a connection
             now = time.monotonic()
             if now - self._last_error_log > 60:
