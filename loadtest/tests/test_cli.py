@@ -255,7 +255,8 @@ def test_reset_stats_drops_the_ramp_up_like_locust(service, tmp_path):
 
 
 def test_settle_time_moves_the_reset_past_the_last_users_logins(service, tmp_path):
-    settled = run_cli(service.url, tmp_path / "settled", "--reset-stats", "--settle-time", "2", "--run-time", "4s")
+    # 10 s measured: every user's think time (at most 10 s) has ended at least once in it
+    settled = run_cli(service.url, tmp_path / "settled", "--reset-stats", "--settle-time", "2", "--run-time", "12s")
     assert settled.returncode == 0, settled.stdout + settled.stderr
     s = summary(tmp_path / "settled")
     since = dt.datetime.fromisoformat(s["run"]["samples_since"])
