@@ -107,7 +107,7 @@ for stage in "${stages[@]}"; do
           tests/test_runtime_realtime.py) || status=1
       fi ;;
     slow)
-      # Long runs, not part of the default CI (about 45 minutes on 2 cores): the full suites on
+      # Long runs, not part of the default CI (about 22 minutes on 2 cores): the full suites on
       # nixpkgs' versions, the capacity benchmark and the long schema fuzz, each printing its table.
       log "slow: backend and load-test suites on nixpkgs' versions (.venv-nixpkgs)"
       nixpkgs_venv
