@@ -37,6 +37,37 @@ def test_a_request_within_the_deadline_is_served():
     assert response.status_code == 401  # reached the API (no token), not shed
 
 
+def waits_observed() -> dict[str, float]:
+    """workorder_http_request_queue_seconds' cumulative buckets by upper bound, and its count."""
+    observed = {}
+    for metric in shedding.queue_wait.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_bucket"):
+                observed[sample.labels["le"]] = sample.value
+            elif sample.name.endswith("_count"):
+                observed["count"] = sample.value
+    return observed
+
+
+def test_every_stamped_request_s_wait_is_observed_shed_or_served():
+    before = waits_observed()
+    Client(REMOTE_ADDR="").get("/api/tasks/", **stamped(0.03))  # served
+    Client(REMOTE_ADDR="").get("/api/tasks/", **stamped(3.0))  # shed
+    after = waits_observed()
+    assert after["count"] == before["count"] + 2
+    assert after["0.025"] == before["0.025"]  # 30 ms is not within 25 ms...
+    assert after["0.05"] == before["0.05"] + 1  # ...but within 50 ms
+    assert after["2.5"] == before["2.5"] + 1  # the 3-second wait only past 2.5 s
+    assert after["5.0"] == before["5.0"] + 2
+
+
+def test_unstamped_requests_and_strangers_stamps_are_not_observed():
+    before = waits_observed()["count"]
+    Client(REMOTE_ADDR="").get("/api/tasks/")
+    Client(REMOTE_ADDR="203.0.113.9").get("/api/tasks/", **stamped(0.5))
+    assert waits_observed()["count"] == before
+
+
 def test_a_stamp_from_an_untrusted_peer_is_ignored():
     response = Client(REMOTE_ADDR="203.0.113.9").get("/api/tasks/", **stamped(60))
     assert response.status_code == 401

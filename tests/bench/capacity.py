@@ -294,7 +294,7 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
             process.wait(timeout=ramp_s + 1)
         except subprocess.TimeoutExpired:
             pass
-        views_before = view_cpu(stack)
+        views_before, waits_before = view_cpu(stack), queue_waits(stack)
         sampler = CpuSampler(stack.server_pids()).start()
         try:
             returncode = process.wait(timeout=3600)
@@ -303,6 +303,7 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
                 process.kill()
         cpu = sampler.stop()
         views = view_cpu_delta(views_before, view_cpu(stack))
+        waits = queue_wait_delta(waits_before, queue_waits(stack))
     result = subprocess.CompletedProcess(argv, returncode, (report_dir / "stdout.txt").read_text(),
                                          (report_dir / "stderr.txt").read_text())
     (report_dir / "stdout.txt").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
@@ -328,7 +329,7 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
         verdict, sla_met = ("HTTP SLA met; missed: " if http_pass else "SLA missed: ") + ", ".join(missed), http_pass
     return {"users": users, "spawn_rate": spawn_rate, "run_time": run_time, "exit_code": result.returncode,
             "verdict": verdict, "sla_met": sla_met, **figures, **cpu, "views": views,
-            "tail_endpoints": busiest_endpoints(summary),
+            "tail_endpoints": busiest_endpoints(summary), "queue_wait": waits,
             "report_dir": str(report_dir.relative_to(REPO_ROOT)) if report_dir.is_relative_to(REPO_ROOT) else str(report_dir),
             "tail": result.stdout[-3000:]}
 
@@ -354,7 +355,37 @@ def fmt_tail(row: dict) -> str:
     for e in row.get("tail_endpoints") or []:
         ratio = "-" if e["ratio"] is None else f"{e['ratio']:.1f}" + ("" if e["ratio"] <= TAIL_RATIO else " (over)")
         lines.append(f"| {e['endpoint']} | {e['requests']} | {e['p50_ms']:.1f} | {e['p99_ms']:.1f} | {ratio} |")
+    waits = row.get("queue_wait")
+    if waits and waits["requests"]:
+        lines += ["", (f"Waiting before the application (nginx's X-Request-Start to Django, "
+                       f"workorder_http_request_queue_seconds), {waits['requests']} requests: "
+                       + ", ".join(f"{share:g} % within {bound:g} ms" for bound, share in waits["within_ms"]))]
     return "\n".join(lines)
+
+
+def queue_waits(stack: Stack) -> dict[float, float]:
+    """gunicorn's cumulative workorder_http_request_queue_seconds buckets {upper bound in s: requests},
+    summed over its workers (+Inf included)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = stack.get_metrics()
+    buckets: dict[float, float] = {}
+    if status == 200:
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                if sample.name == "workorder_http_request_queue_seconds_bucket":
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def queue_wait_delta(before: dict[float, float], after: dict[float, float]) -> dict:
+    """Over the steady state: requests stamped by nginx, and the share that waited within each bucket
+    up to 100 ms (the histogram's bounds, so each share is exact, not interpolated)."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    within = [(bound * 1000, round(100 * (after[bound] - before.get(bound, 0.0)) / total, 2))
+              for bound in sorted(after) if bound <= 0.1] if total else []
+    return {"requests": int(total), "within_ms": within}
 
 
 def view_cpu(stack: Stack) -> dict[tuple[str, str], list[float]]:

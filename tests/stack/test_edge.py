@@ -491,13 +491,15 @@ def test_thirty_wrong_passwords_lock_the_account_from_that_address_only_through_
 def test_requests_queued_past_the_deadline_get_a_fast_503_with_retry_after_then_service_resumes(edge):
     """gunicorn frozen (SIGSTOP) stands in for a saturated server: requests queue behind it. Once it
     runs again, everything that waited past WORKORDER_QUEUE_DEADLINE_MS (0.8 s) is refused at once
-    with 503 + Retry-After, counted in workorder_requests_shed_total, and new requests are served."""
+    with 503 + Retry-After, counted in workorder_requests_shed_total, and new requests are served.
+    Their waits, stamped by nginx, are in workorder_http_request_queue_seconds, past its 1-second bucket."""
     import os
     import signal
 
     stack = edge["stack"]
     headers = {"Authorization": f"Token {edge['api_token']}"}
     shed_before = metric_value(edge, "workorder_requests_shed_total")
+    waits_before = queue_waits(edge)
     wait_for_full_bucket()
     frozen = [stack.gunicorn.pid, *(child.pid for child in psutil.Process(stack.gunicorn.pid).children())]
     for pid in frozen:
@@ -520,8 +522,19 @@ def test_requests_queued_past_the_deadline_get_a_fast_503_with_retry_after_then_
                for _, headers_, body in answers)
     assert drained < 2.0, f"shedding 8 queued requests took {drained:.2f} s"
     assert metric_value(edge, "workorder_requests_shed_total") == shed_before + 8
+    waits = queue_waits(edge)
+    assert waits["+Inf"] - waits["1.0"] == waits_before["+Inf"] - waits_before["1.0"] + 8, (waits_before, waits)
     status, _, _ = via_nginx(edge, "GET", "/api/tasks/?page_size=1", headers=headers)
     assert status == 200
+
+
+def queue_waits(edge) -> dict[str, float]:
+    """gunicorn's workorder_http_request_queue_seconds buckets {le: requests}, summed over its workers."""
+    status, _, body = direct(edge, "/metrics/", headers={"Authorization": f"Bearer {edge['metrics_token']}"})
+    assert status == 200, body
+    prefix = 'workorder_http_request_queue_seconds_bucket{le="'
+    return {line[len(prefix):].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in body.decode().splitlines() if line.startswith(prefix)}
 
 
 def metric_value(edge, name: str) -> float:
