@@ -559,7 +559,7 @@ in
         type = types.nullOr types.ints.positive;
         default = null;
         example = 9;
-        description = "GUNICORN_WORKERS; null uses the package default (CPUs + 1, of 2 threads each).";
+        description = "GUNICORN_WORKERS; null uses the package default (CPUs + 1, of 4 threads each).";
       };
       metricsPort = mkOption {
         type = types.port;

@@ -302,7 +302,7 @@ def test_gunicorn_config_from_environment(tmp_path):
                                          text=True, check=True).stdout)
     assert defaults["bind"] == ["127.0.0.1:8000"] and defaults["keepalive"] > 60  # > nginx upstream keepalive_timeout
     assert defaults["worker_class"] == "gthread" and defaults["workers"] == len(os.sched_getaffinity(0)) + 1
-    assert defaults["threads"] == 2
+    assert defaults["threads"] == 4
 
 
 def test_gunicorn_workers_switch_threads_every_millisecond_unless_configured(tmp_path):

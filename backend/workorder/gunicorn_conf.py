@@ -31,8 +31,11 @@ umask = 0o007  # the unix socket is rw for the service group (nginx joins it), n
 # On the full mix at 1,000 users gthread spent 15-20 % less CPU per request than 2 x CPUs + 1 sync
 # workers, at a third to a half of their p95 (alternating runs; sync wins on /api/tasks/ alone), and
 # only gthread honours keep-alive from nginx's upstream pool. At that step CPUs + 1
-# workers of 2 threads shed fewer requests and spent less CPU per request than 2 x CPUs + 1 of 2, and
-# CPUs + 1 of 3 spent more per view (tests/bench/capacity.py; docs/runtime.md, "Workers and threads").
+# workers of 2 threads shed fewer requests and spent less CPU per request than 2 x CPUs + 1 of 2.
+# nginx reuses the upstream connection freed last, so most requests ride a few connections held by one
+# or two workers; with 2 threads a request often waited there for a thread while another worker sat
+# idle. 4 threads per worker cut the requests waiting over 10 ms before Django at 700 users from 6-14 %
+# to under 1 % (workorder_http_request_queue_seconds; docs/runtime.md, "Workers and threads").
 _DEFAULT_WORKER_CLASS = "gthread"
 with _env.configuration_errors():  # a malformed number: one line and exit 2, before gunicorn starts
     worker_class = _env.env("GUNICORN_WORKER_CLASS", _DEFAULT_WORKER_CLASS)
@@ -53,7 +56,7 @@ with _env.configuration_errors():  # a malformed number: one line and exit 2, be
     max_requests = _env.env_int("GUNICORN_MAX_REQUESTS", 0)
     max_requests_jitter = _env.env_int("GUNICORN_MAX_REQUESTS_JITTER", 0)
     # Python's thread switch interval in each worker (its default is 5 ms). A worker's threads share one
-    # GIL: a thread whose answer from PostgreSQL has arrived waits for the other thread to let the GIL
+    # GIL: a thread whose answer from PostgreSQL has arrived waits for another thread to let the GIL
     # go, up to this interval, after every round trip. At 700 users, in alternating runs, 1 ms brought
     # the five busiest endpoints' p99 from 4.4-7.9 (median 5.4) to 3.4-5.5 (median 4.1) times their
     # median latency, at no measurable CPU cost (docs/runtime.md, "Thread switch interval").

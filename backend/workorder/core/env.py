@@ -140,8 +140,8 @@ def cpu_count() -> int:
 
 
 # gunicorn's defaults (gunicorn_conf.py), here so that the test harness starts what the package starts:
-# CPUs + 1 gthread workers of 2 threads (docs/runtime.md, "Workers and threads").
-DEFAULT_GUNICORN_THREADS = 2
+# CPUs + 1 gthread workers of 4 threads (docs/runtime.md, "Workers and threads").
+DEFAULT_GUNICORN_THREADS = 4
 
 
 def default_gunicorn_workers() -> int:
