@@ -34,8 +34,9 @@ umask = 0o007  # the unix socket is rw for the service group (nginx joins it), n
 # workers of 2 threads shed fewer requests and spent less CPU per request than 2 x CPUs + 1 of 2.
 # nginx reuses the upstream connection freed last, so most requests ride a few connections held by one
 # or two workers; with 2 threads a request often waited there for a thread while another worker sat
-# idle. 4 threads per worker cut the requests waiting over 10 ms before Django at 700 users from 6-14 %
-# to under 1 % (workorder_http_request_queue_seconds; docs/runtime.md, "Workers and threads").
+# idle. At 700 users 6.3-14.1 % of the requests waited over 10 ms before Django with 2 threads, 0.4 %
+# with 4 at the same host speed (workorder_http_request_queue_seconds; docs/runtime.md, "Workers and
+# threads").
 _DEFAULT_WORKER_CLASS = "gthread"
 with _env.configuration_errors():  # a malformed number: one line and exit 2, before gunicorn starts
     worker_class = _env.env("GUNICORN_WORKER_CLASS", _DEFAULT_WORKER_CLASS)
