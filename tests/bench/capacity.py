@@ -294,7 +294,8 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
             process.wait(timeout=ramp_s + 1)
         except subprocess.TimeoutExpired:
             pass
-        views_before, waits_before = view_cpu(stack), queue_waits(stack)
+        samples = metric_samples(stack)
+        views_before, waits_before = view_cpu(samples), queue_waits(samples)
         sampler = CpuSampler(stack.server_pids()).start()
         try:
             returncode = process.wait(timeout=3600)
@@ -302,8 +303,9 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
             if process.poll() is None:
                 process.kill()
         cpu = sampler.stop()
-        views = view_cpu_delta(views_before, view_cpu(stack))
-        waits = queue_wait_delta(waits_before, queue_waits(stack))
+        samples = metric_samples(stack)
+        views = view_cpu_delta(views_before, view_cpu(samples))
+        waits = queue_wait_delta(waits_before, queue_waits(samples))
     result = subprocess.CompletedProcess(argv, returncode, (report_dir / "stdout.txt").read_text(),
                                          (report_dir / "stderr.txt").read_text())
     (report_dir / "stdout.txt").write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
@@ -363,19 +365,24 @@ def fmt_tail(row: dict) -> str:
     return "\n".join(lines)
 
 
-def queue_waits(stack: Stack) -> dict[float, float]:
-    """gunicorn's cumulative workorder_http_request_queue_seconds buckets {upper bound in s: requests},
-    summed over its workers (+Inf included)."""
+def metric_samples(stack: Stack) -> list:
+    """Every sample of one scrape of gunicorn's /metrics/ (empty if the scrape failed)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     status, body = stack.get_metrics()
+    if status != 200:
+        return []
+    return [sample for family in text_string_to_metric_families(body.decode()) for sample in family.samples]
+
+
+def queue_waits(samples: list) -> dict[float, float]:
+    """gunicorn's cumulative workorder_http_request_queue_seconds buckets {upper bound in s: requests},
+    summed over its workers (+Inf included)."""
     buckets: dict[float, float] = {}
-    if status == 200:
-        for family in text_string_to_metric_families(body.decode()):
-            for sample in family.samples:
-                if sample.name == "workorder_http_request_queue_seconds_bucket":
-                    bound = float(sample.labels["le"])
-                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    for sample in samples:
+        if sample.name == "workorder_http_request_queue_seconds_bucket":
+            bound = float(sample.labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + sample.value
     return buckets
 
 
@@ -388,25 +395,19 @@ def queue_wait_delta(before: dict[float, float], after: dict[float, float]) -> d
     return {"requests": int(total), "within_ms": within}
 
 
-def view_cpu(stack: Stack) -> dict[tuple[str, str], list[float]]:
+def view_cpu(samples: list) -> dict[tuple[str, str], list[float]]:
     """{(view, method): [gunicorn thread CPU seconds, responses]} summed over gunicorn's workers, from its
     /metrics/ (workorder_http_request_cpu_seconds_total and django_http_responses_total_by_status_view_method)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    status, body = stack.get_metrics()
     totals: dict[tuple[str, str], list[float]] = {}
-    if status != 200:
-        return totals
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            if sample.name == "workorder_http_request_cpu_seconds_total":
-                slot = 0
-            elif sample.name == "django_http_responses_total_by_status_view_method_total":
-                slot = 1
-            else:
-                continue
-            key = (sample.labels.get("view", ""), sample.labels.get("method", ""))
-            totals.setdefault(key, [0.0, 0.0])[slot] += sample.value
+    for sample in samples:
+        if sample.name == "workorder_http_request_cpu_seconds_total":
+            slot = 0
+        elif sample.name == "django_http_responses_total_by_status_view_method_total":
+            slot = 1
+        else:
+            continue
+        key = (sample.labels.get("view", ""), sample.labels.get("method", ""))
+        totals.setdefault(key, [0.0, 0.0])[slot] += sample.value
     return totals
 
 
