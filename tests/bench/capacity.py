@@ -3,6 +3,7 @@
 
     .venv/bin/python tests/bench/capacity.py                       # 100, 200, 400, 800, 1600, ... users
     .venv/bin/python tests/bench/capacity.py --steps 100,200 --step-time 60 --work-orders 20000
+    .venv/bin/python tests/bench/capacity.py --steps 700 --seconds   # + each step's calm and slow seconds
 
 Same stack as the production-stack test (tests/harness/stack.py: PostgreSQL with fsync on, Redis,
 gunicorn with the package's config, daphne, nginx with the NixOS module's layout, >= 20,000 seeded
@@ -24,6 +25,7 @@ production the limit (10 r/s burst 20 per client address) applies to each real c
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
 import json
 import os
@@ -101,6 +103,8 @@ class CpuSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.machine_start = None
         self.wall = 0.0
+        # (wall clock, {group: CPU seconds since start()}, machine idle seconds since boot), per sample
+        self.timeline: list[tuple[float, dict[str, float], float]] = []
 
     def _sample(self, initial: bool) -> None:
         for group, pids in self.roots.items():
@@ -120,6 +124,10 @@ class CpuSampler:
                         self.first[p.pid] = used if initial else 0.0
                         self.group_of[p.pid] = group
                     self.last[p.pid] = used
+        used_by: dict[str, float] = {}
+        for pid, last in self.last.items():
+            used_by[self.group_of[pid]] = used_by.get(self.group_of[pid], 0.0) + last - self.first[pid]
+        self.timeline.append((time.time(), used_by, psutil.cpu_times().idle))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -151,6 +159,11 @@ class CpuSampler:
             "cores": psutil.cpu_count(),
             "per_server_cores": {k: round(v / self.wall, 2) for k, v in sorted(per_group.items())},
         }
+
+    def intervals(self) -> list[tuple[float, float, dict[str, float], float]]:
+        """(start, end, {group: CPU seconds}, machine idle seconds) between consecutive samples."""
+        return [(t0, t1, {g: used1[g] - used0.get(g, 0.0) for g in used1}, idle1 - idle0)
+                for (t0, used0, idle0), (t1, used1, idle1) in zip(self.timeline, self.timeline[1:], strict=False)]
 
 
 # -- reading Locust results -------------------------------------------------------------------
@@ -303,6 +316,10 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
             if process.poll() is None:
                 process.kill()
         cpu = sampler.stop()
+        split = []
+        if stack.options.nginx_timing_log:
+            time.sleep(1.5)  # nginx flushes the log's buffer every second
+            split = seconds_split(read_timing_log(stack.nginx.timing_log), sampler.intervals())
         samples = metric_samples(stack)
         views = view_cpu_delta(views_before, view_cpu(samples))
         waits = queue_wait_delta(waits_before, queue_waits(samples))
@@ -331,7 +348,7 @@ def run_step(stack: Stack, users: int, measured_s: int, out_dir: Path, spawn_rat
         verdict, sla_met = ("HTTP SLA met; missed: " if http_pass else "SLA missed: ") + ", ".join(missed), http_pass
     return {"users": users, "spawn_rate": spawn_rate, "run_time": run_time, "exit_code": result.returncode,
             "verdict": verdict, "sla_met": sla_met, **figures, **cpu, "views": views,
-            "tail_endpoints": busiest_endpoints(summary), "queue_wait": waits,
+            "tail_endpoints": busiest_endpoints(summary), "queue_wait": waits, "seconds_split": split,
             "report_dir": str(report_dir.relative_to(REPO_ROOT)) if report_dir.is_relative_to(REPO_ROOT) else str(report_dir),
             "tail": result.stdout[-3000:]}
 
@@ -362,6 +379,74 @@ def fmt_tail(row: dict) -> str:
         lines += ["", (f"Waiting before the application (nginx's X-Request-Start to Django, "
                        f"workorder_http_request_queue_seconds), {waits['requests']} requests: "
                        + ", ".join(f"{share:g} % within {bound:g} ms" for bound, share in waits["within_ms"]))]
+    return "\n".join(lines)
+
+
+SLOW_SHARE = 0.10  # a second is slow when this share of its GETs took over TAIL_RATIO x the steady state's median
+
+
+def read_timing_log(path: Path) -> list[tuple[float, float, str]]:
+    """nginx's timing log (NginxConfig.timing_log): (start, seconds, method) of every /api/ request."""
+    requests = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[4].startswith("/api/"):
+            end, took = float(parts[0]), float(parts[1])
+            requests.append((end - took, took, parts[3]))
+    return requests
+
+
+def seconds_split(requests: list[tuple[float, float, str]], intervals: list) -> list[dict]:
+    """The steady state's sampler intervals (~1 s each) in two groups, calm and slow (SLOW_SHARE of the
+    interval's GETs over TAIL_RATIO x the median GET): per group the load that arrived (requests and
+    writes per second) against what it cost (gunicorn's and PostgreSQL's CPU per request), so a slow
+    second reads as more work, heavier work, or the same work costing more."""
+    if not intervals:
+        return []
+    requests = sorted(requests)
+    starts = [start for start, _, _ in requests]
+
+    def arrived(t0: float, t1: float) -> list[tuple[float, float, str]]:
+        return requests[bisect.bisect_left(starts, t0):bisect.bisect_left(starts, t1)]
+
+    gets = sorted(took for _, took, method in arrived(intervals[0][0], intervals[-1][1]) if method == "GET")
+    if not gets:
+        return []
+    slow_after = TAIL_RATIO * gets[len(gets) // 2]
+    groups: dict[str, list] = {"calm": [], "slow": []}
+    for t0, t1, cpu, idle in intervals:
+        these = arrived(t0, t1)
+        got = [took for _, took, method in these if method == "GET"]
+        if got:
+            slow = sum(1 for took in got if took > slow_after) >= SLOW_SHARE * len(got)
+            groups["slow" if slow else "calm"].append((t1 - t0, these, got, cpu, idle))
+    rows = []
+    for name, members in groups.items():
+        wall = sum(m[0] for m in members)
+        n = sum(len(m[1]) for m in members)
+        if not n:
+            continue
+        cpu = {group: round(sum(m[3].get(group, 0.0) for m in members) * 1000 / n, 2)
+               for group in ("gunicorn", "postgresql")}
+        got = sorted(took for m in members for took in m[2])
+        writes = sum(1 for m in members for _, _, method in m[1] if method != "GET")
+        rows.append({"seconds": name, "count": len(members), "rps": round(n / wall, 1),
+                     "writes_per_s": round(writes / wall, 1), "get_p50_ms": round(1000 * got[len(got) // 2], 1),
+                     "gunicorn_cpu_ms": cpu["gunicorn"], "postgresql_cpu_ms": cpu["postgresql"],
+                     "idle_cores": round(sum(m[4] for m in members) / wall, 2)})
+    return rows
+
+
+def fmt_seconds(row: dict) -> str:
+    if not row.get("seconds_split"):
+        return ""
+    lines = [(f"{row['users']} users, steady state, second by second (nginx's timing log): slow seconds have "
+              f"{100 * SLOW_SHARE:g} % or more of their GETs over {TAIL_RATIO:g} x the median GET"), "",
+             ("| seconds | count | requests/s | writes/s | GET p50 ms | gunicorn CPU ms / request | "
+              "PostgreSQL CPU ms / request | idle cores |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in row["seconds_split"]:
+        lines.append(f"| {r['seconds']} | {r['count']} | {r['rps']:.1f} | {r['writes_per_s']:.1f} | {r['get_p50_ms']:.1f} | "
+                     f"{r['gunicorn_cpu_ms']:.2f} | {r['postgresql_cpu_ms']:.2f} | {r['idle_cores']:.2f} |")
     return "\n".join(lines)
 
 
@@ -486,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="GUNICORN_THREADS (default: the package's)")
     parser.add_argument("--worker-class", help="GUNICORN_WORKER_CLASS (default: the package's)")
     parser.add_argument("--switch-interval-ms", type=int, help="GUNICORN_SWITCH_INTERVAL_MS (default: the package's)")
+    parser.add_argument("--seconds", action="store_true",
+                        help="log nginx's time per request and print each step's calm and slow seconds: the load "
+                             "that arrived and what it cost (for reading the tail)")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "reports" / "bench")
     args = parser.parse_args(argv)
 
@@ -494,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [int(s) for s in args.steps.split(",") if s.strip()]
     options = StackOptions(work_orders=args.work_orders, min_tasks=args.min_tasks, operators=args.operators,
                            supervisors=args.supervisors, makers=args.makers, rate_limit="100000r/s", rate_burst=100000,
-                           nginx_access_log=False, scrape_interval="15s",  # the module's scrape interval
+                           nginx_access_log=False, nginx_timing_log=args.seconds, scrape_interval="15s",  # the module's scrape interval
                            gunicorn_workers=args.workers,
                            gunicorn_extra_env={**({"GUNICORN_THREADS": str(args.threads)} if args.threads else {}),
                                                **({"GUNICORN_WORKER_CLASS": args.worker_class}
@@ -533,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
             row = run_step(stack, users, args.step_time, out_dir, spawn_rate, args.settle_time)
             rows.append(row)
             print(row.pop("tail"))
-            print(fmt_table(rows) + "\n\n" + fmt_views(row) + "\n\n" + fmt_tail(row), flush=True)
+            print(fmt_table(rows) + "\n\n" + fmt_views(row) + "\n\n" + fmt_tail(row) + "\n\n" + fmt_seconds(row),
+                  flush=True)
             _write(out_dir, results, rows)
             if not row["sla_met"] and not args.keep_going:
                 break
@@ -563,7 +652,7 @@ def _write(out_dir: Path, results: dict, rows: list[dict]) -> None:
     md += ["SLA steps (workorder-loadtest, HTTP requests only; server CPU over the steady state):", "",
            fmt_table(rows), ""]
     for row in rows:
-        md += [fmt_views(row), "", fmt_tail(row), ""]
+        md += [fmt_views(row), "", fmt_tail(row), "", fmt_seconds(row), ""]
     if results.get("largest_passing_users") is not None:
         md.append(f"Largest user count meeting the SLA: {results['largest_passing_users']}")
     (out_dir / "capacity.md").write_text("\n".join(md) + "\n")

@@ -80,6 +80,8 @@ class NginxConfig:
     worker_processes: str = "auto"
     worker_connections: int = 4096
     access_log: bool = True
+    # Benchmarks: one line per request with its end ($msec) and nginx's time for it, in timing.log.
+    timing_log: bool = False
     # Extra `location` blocks for the vhost (the capacity benchmark adds /floor/ here; production never does).
     extra_locations: str = ""
     extra_upstreams: str = ""
@@ -163,6 +165,10 @@ class NginxServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def timing_log(self) -> Path:
+        return self.base / "timing.log"
+
+    @property
     def status_url(self) -> str:
         return f"http://127.0.0.1:{self.status_port}/nginx_status"
 
@@ -173,8 +179,11 @@ class NginxServer:
         base = self.base
         mime = _mime_types()
         user = "user root root;\n" if os.geteuid() == 0 else ""
-        access_log = (f"access_log {base}/access.log combined buffer=64k flush=1s;" if c.access_log
-                      else "access_log off;")
+        logs = [f"access_log {base}/access.log combined buffer=64k flush=1s;"] if c.access_log else []
+        if c.timing_log:
+            logs = ["log_format workorder_timing '$msec $request_time $status $request_method $uri';",
+                    *logs, f"access_log {self.timing_log} workorder_timing buffer=256k flush=1s;"]
+        access_log = "\n  ".join(logs) or "access_log off;"
         return f"""\
 # Rendered by tests/harness/nginx.py from nix/deployment.nix, as services.workorder.nginx does.
 {user}daemon off;

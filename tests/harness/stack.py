@@ -146,6 +146,7 @@ class StackOptions:
     # nginx's in-flight limit (services.workorder.nginx.requestsInFlight; 0: none); None: the default.
     requests_in_flight: int | None = None
     nginx_access_log: bool = True
+    nginx_timing_log: bool = False  # NginxConfig.timing_log
     nginx_extra_locations: str = ""
     nginx_extra_upstreams: str = ""
     monitoring: bool = True
@@ -349,7 +350,7 @@ class Stack:
                 gunicorn_socket=self.gunicorn_socket, daphne_socket=self.daphne_socket,
                 static_root=self.static_root, media_root=self.media_root, server_name=o.server_name,
                 rate_limit=o.rate_limit, rate_burst=o.rate_burst, requests_in_flight=o.requests_in_flight,
-                access_log=o.nginx_access_log, extra_locations=o.nginx_extra_locations,
+                access_log=o.nginx_access_log, timing_log=o.nginx_timing_log, extra_locations=o.nginx_extra_locations,
                 extra_upstreams=o.nginx_extra_upstreams,
             ), port=self.nginx_port)
             self.nginx.start()
