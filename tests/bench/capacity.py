@@ -126,7 +126,7 @@ class CpuSampler:
                     self.last[p.pid] = used
         used_by: dict[str, float] = {}
         for pid, last in self.last.items():
-            used_by[self.group_of[pid]] = used_by.get(self.group_of[pid], 0.0) + last - self.first[pid]
+            used_by[self.group_of[pid]] = used_by.get(self.group_of[pid], 0.0) + max(0.0, last - self.first[pid])
         self.timeline.append((time.time(), used_by, psutil.cpu_times().idle))
 
     def _run(self) -> None:
@@ -148,9 +148,7 @@ class CpuSampler:
         end = psutil.cpu_times()
         busy = lambda t: t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0)
         machine_busy = busy(end) - busy(self.machine_start)
-        per_group: dict[str, float] = {}
-        for pid, last in self.last.items():
-            per_group[self.group_of[pid]] = per_group.get(self.group_of[pid], 0.0) + max(0.0, last - self.first[pid])
+        per_group = self.timeline[-1][1]  # the final sample's totals
         server = sum(per_group.values())
         return {
             "wall_s": round(self.wall, 1),
