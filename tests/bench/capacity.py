@@ -103,8 +103,9 @@ class CpuSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.machine_start = None
         self.wall = 0.0
-        # (wall clock, {group: CPU seconds since start()}, machine idle seconds since boot), per sample
-        self.timeline: list[tuple[float, dict[str, float], float]] = []
+        # (wall clock, {group: CPU seconds since start()}, machine idle seconds since boot,
+        #  {gunicorn process: its CPU seconds so far}), per sample
+        self.timeline: list[tuple[float, dict[str, float], float, dict[int, float]]] = []
 
     def _sample(self, initial: bool) -> None:
         for group, pids in self.roots.items():
@@ -127,7 +128,8 @@ class CpuSampler:
         used_by: dict[str, float] = {}
         for pid, last in self.last.items():
             used_by[self.group_of[pid]] = used_by.get(self.group_of[pid], 0.0) + max(0.0, last - self.first[pid])
-        self.timeline.append((time.time(), used_by, psutil.cpu_times().idle))
+        gunicorn = {pid: last for pid, last in self.last.items() if self.group_of[pid] == "gunicorn"}
+        self.timeline.append((time.time(), used_by, psutil.cpu_times().idle, gunicorn))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -158,10 +160,13 @@ class CpuSampler:
             "per_server_cores": {k: round(v / self.wall, 2) for k, v in sorted(per_group.items())},
         }
 
-    def intervals(self) -> list[tuple[float, float, dict[str, float], float]]:
-        """(start, end, {group: CPU seconds}, machine idle seconds) between consecutive samples."""
-        return [(t0, t1, {g: used1[g] - used0.get(g, 0.0) for g in used1}, idle1 - idle0)
-                for (t0, used0, idle0), (t1, used1, idle1) in zip(self.timeline, self.timeline[1:], strict=False)]
+    def intervals(self) -> list[tuple[float, float, dict[str, float], float, float]]:
+        """(start, end, {group: CPU seconds}, machine idle seconds, the CPU seconds of the busiest gunicorn
+        process) between consecutive samples."""
+        return [(t0, t1, {g: used1[g] - used0.get(g, 0.0) for g in used1}, idle1 - idle0,
+                 max((cpu - worker0[pid] for pid, cpu in worker1.items() if pid in worker0), default=0.0))
+                for (t0, used0, idle0, worker0), (t1, used1, idle1, worker1)
+                in zip(self.timeline, self.timeline[1:], strict=False)]
 
 
 # -- reading Locust results -------------------------------------------------------------------
@@ -398,7 +403,9 @@ def seconds_split(requests: list[tuple[float, float, str]], intervals: list) -> 
     """The steady state's sampler intervals (~1 s each) in two groups, calm and slow (SLOW_SHARE of the
     interval's GETs over TAIL_RATIO x the median GET): per group the load that arrived (requests and
     writes per second) against what it cost (gunicorn's and PostgreSQL's CPU per request), so a slow
-    second reads as more work, heavier work, or the same work costing more."""
+    second reads as more work, heavier work, or the same work costing more; and how full the machine
+    was (idle cores) and its busiest gunicorn process (a worker's threads share one GIL, so a worker
+    near 1 core is a ceiling even with a core idle)."""
     if not intervals:
         return []
     requests = sorted(requests)
@@ -412,12 +419,12 @@ def seconds_split(requests: list[tuple[float, float, str]], intervals: list) -> 
         return []
     slow_after = TAIL_RATIO * gets[len(gets) // 2]
     groups: dict[str, list] = {"calm": [], "slow": []}
-    for t0, t1, cpu, idle in intervals:
+    for t0, t1, cpu, idle, busiest in intervals:
         these = arrived(t0, t1)
         got = [took for _, took, method in these if method == "GET"]
         if got:
             slow = sum(1 for took in got if took > slow_after) >= SLOW_SHARE * len(got)
-            groups["slow" if slow else "calm"].append((t1 - t0, these, got, cpu, idle))
+            groups["slow" if slow else "calm"].append((t1 - t0, these, got, cpu, idle, busiest))
     rows = []
     for name, members in groups.items():
         wall = sum(m[0] for m in members)
@@ -431,7 +438,8 @@ def seconds_split(requests: list[tuple[float, float, str]], intervals: list) -> 
         rows.append({"seconds": name, "count": len(members), "rps": round(n / wall, 1),
                      "writes_per_s": round(writes / wall, 1), "get_p50_ms": round(1000 * got[len(got) // 2], 1),
                      "gunicorn_cpu_ms": cpu["gunicorn"], "postgresql_cpu_ms": cpu["postgresql"],
-                     "idle_cores": round(sum(m[4] for m in members) / wall, 2)})
+                     "idle_cores": round(sum(m[4] for m in members) / wall, 2),
+                     "busiest_worker_cores": round(sum(m[5] for m in members) / wall, 2)})
     return rows
 
 
@@ -441,10 +449,12 @@ def fmt_seconds(row: dict) -> str:
     lines = [(f"{row['users']} users, steady state, second by second (nginx's timing log): slow seconds have "
               f"{100 * SLOW_SHARE:g} % or more of their GETs over {TAIL_RATIO:g} x the median GET"), "",
              ("| seconds | count | requests/s | writes/s | GET p50 ms | gunicorn CPU ms / request | "
-              "PostgreSQL CPU ms / request | idle cores |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "PostgreSQL CPU ms / request | idle cores | busiest gunicorn worker, cores |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in row["seconds_split"]:
         lines.append(f"| {r['seconds']} | {r['count']} | {r['rps']:.1f} | {r['writes_per_s']:.1f} | {r['get_p50_ms']:.1f} | "
-                     f"{r['gunicorn_cpu_ms']:.2f} | {r['postgresql_cpu_ms']:.2f} | {r['idle_cores']:.2f} |")
+                     f"{r['gunicorn_cpu_ms']:.2f} | {r['postgresql_cpu_ms']:.2f} | {r['idle_cores']:.2f} | "
+                     f"{r['busiest_worker_cores']:.2f} |")
     return "\n".join(lines)
 
 
